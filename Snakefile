@@ -1,0 +1,55 @@
+# The sweep pipeline: spec -> plan -> one run_shard job per shard -> aggregate -> report.
+#
+#   snakemake --profile profiles/local                                   # the default sweep
+#   snakemake --profile profiles/local --config sweep=workflow/sweeps/x.yaml
+#   snakemake -n --profile profiles/slurm --config sweep=...              # dry run
+#   snakemake --profile profiles/slurm --config sweep=...                 # submit to Slurm
+#
+# The spec is read and checked here, at parse time, so a bad spec stops the workflow before
+# any job is planned, submitted or written.
+
+import shlex
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, installed or not
+
+from hpc.errors import SpecError
+from hpc.spec import load_spec
+from hpc import store
+
+SWEEP_FILE = config.get("sweep", "workflow/sweeps/default.yaml")
+try:
+    SPEC = load_spec(SWEEP_FILE)
+except SpecError as exc:
+    sys.stderr.write(f"Error: bad sweep spec {SWEEP_FILE}: {exc}\n")
+    sys.exit(2)
+
+
+def _uses_conda():
+    try:
+        from snakemake.settings.types import DeploymentMethod
+
+        return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    except Exception:
+        return False
+
+
+# Inside a conda env the env's python runs the package from this checkout; otherwise the python
+# that runs Snakemake does, so an unactivated virtualenv works too.
+HPC = ("python" if _uses_conda() else shlex.quote(sys.executable)) + " -m hpc"
+REPO = shlex.quote(workflow.basedir)
+# conda: paths are relative to the rule file (workflow/rules/).
+JAX_ENV = "../../envs/" + ("jax-cuda.yaml" if config.get("gpu", False) else "jax-cpu.yaml")
+
+
+include: "workflow/rules/sweep.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{SWEEP_DIR}/report.html",

@@ -1,0 +1,37 @@
+"""Aggregate: check that every shard committed under this plan, then finalize the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hpc import store
+from hpc.plan import read_plan, write_atomic
+
+
+def aggregate(plan_file: str | Path, output: str | Path | None = None) -> dict:
+    """Finalize the store and return (and write to ``output``) a summary of the sweep."""
+    plan = read_plan(plan_file)
+    root = store.root_of_plan(plan_file)
+    markers = store.valid_markers(plan, root)
+    missing = sorted(set(range(plan.n_shards)) - set(markers))
+    if missing:
+        raise RuntimeError(f"sweep {plan.name}: shards {missing} have no completion marker for plan {plan.digest}")
+    store.finalize_store(plan, markers, root)
+    summary = {
+        "name": plan.name,
+        "digest": plan.digest,
+        "points": plan.n_points,
+        "shards": plan.n_shards,
+        "non_finite": sum(m.get("non_finite", 0) for m in markers.values()),
+        "not_converged": sum(m.get("not_converged", 0) for m in markers.values()),
+        "compute_s": round(sum(m.get("duration_s", 0.0) for m in markers.values()), 3),
+        "first_start": min(m["start"] for m in markers.values()),
+        "last_end": max(m["end"] for m in markers.values()),
+    }
+    if output:
+        write_atomic(output, json.dumps(summary, indent=1))
+    print(f"sweep {plan.name}: {plan.n_points} points from {plan.n_shards} shards aggregated "
+          f"({summary['non_finite']} non-finite, {summary['not_converged']} not converged)", file=sys.stderr)
+    return summary

@@ -1,0 +1,131 @@
+"""The `hpc` command: subcommands that call library functions, and print user mistakes in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hpc.errors import SpecError
+
+
+def _cmd_validate(args) -> int:
+    from hpc.spec import load_spec
+
+    spec = load_spec(args.spec)
+    print(f"{args.spec}: ok ({spec.model}, {spec.n_points} points, {spec.shards} shards)")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from hpc.plan import describe, make_plan, write_atomic
+    from hpc.spec import load_spec
+    from hpc import store
+
+    plan = make_plan(load_spec(args.spec))
+    if args.output:
+        root = store.root_of_plan(args.output)
+        if Path(args.output).resolve() != store.plan_path(plan.name, root).resolve():
+            raise SpecError("name", f"the plan of {plan.name!r} belongs at {store.plan_path(plan.name, root)}, not {args.output}")
+        state = store.create_store(plan, root)
+        write_atomic(args.output, plan.to_json())
+        print(f"store {store.store_path(plan.name, root)}: {state}", file=sys.stderr)
+    print(describe(plan))
+    return 0
+
+
+def _cmd_run_shard(args) -> int:
+    from hpc.runner import run_and_commit
+
+    run_and_commit(args.plan, args.shard, args.marker)
+    return 0
+
+
+def _cmd_aggregate(args) -> int:
+    from hpc.aggregate import aggregate
+
+    aggregate(args.plan, args.output)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from hpc.report import write_report
+
+    print(write_report(args.name, Path(args.results), args.output))
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from hpc.status import sweep_status, format_status
+
+    print(format_status(sweep_status(args.name, Path(args.results))))
+    return 0
+
+
+def _cmd_cluster(args) -> int:
+    from hpc import cluster
+
+    if args.action == "up":
+        info = cluster.cluster_up(nodes=args.nodes)
+        print(cluster.format_status(info))
+    elif args.action == "down":
+        cluster.cluster_down()
+        print("cluster stopped")
+    else:
+        print(cluster.format_status(cluster.cluster_status()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpc", description="Sweeps of JAX models on Slurm, into one Zarr store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a sweep spec (schema, then the model)")
+    p.add_argument("spec")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("plan", help="show the grid and the shards of a spec; with --output, create the store")
+    p.add_argument("spec")
+    p.add_argument("--output", help="write the plan here (results/NAME/plan.json) and create the empty store")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("run-shard", help="compute one shard of a planned sweep (run by the workflow)")
+    p.add_argument("plan")
+    p.add_argument("shard", type=int)
+    p.add_argument("--marker", help="completion marker to write (default: results/NAME/shards/shard-NNNN.json)")
+    p.set_defaults(func=_cmd_run_shard)
+
+    p = sub.add_parser("aggregate", help="check every shard is committed and finalize the store")
+    p.add_argument("plan")
+    p.add_argument("--output", help="write the sweep's summary (JSON) here")
+    p.set_defaults(func=_cmd_aggregate)
+
+    p = sub.add_parser("report", help="build results/NAME/report.html from the store alone")
+    p.add_argument("name")
+    p.add_argument("--results", default="results", help="results root (default: results)")
+    p.add_argument("--output", help="where to write the report (default: results/NAME/report.html)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("status", help="shards and points done of a running or finished sweep")
+    p.add_argument("name")
+    p.add_argument("--results", default="results", help="results root (default: results)")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("cluster", help="an emulated multi-node Slurm cluster on this machine")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--nodes", type=int, default=3, help="number of emulated nodes (up)")
+    p.set_defaults(func=_cmd_cluster)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(f"hpc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The sweep store: where results live on disk and how they are laid out.
+
+Nobody else builds these paths. For a sweep named NAME under the results root:
+
+    results/NAME/plan.json              the plan (grid, chunks, shard assignment)
+    results/NAME/sweep.zarr             the Zarr v3 store every shard writes into
+    results/NAME/shards/shard-0003.json completion marker of shard 3 (written last, atomically)
+    results/NAME/report.html            the report
+
+Inside the store: one dimension per swept parameter (named and ordered as in the spec) with its
+coordinate values; zipped and sampled dimensions have an index coordinate and one coordinate per
+parameter along them; model dimensions (e.g. ``wage``) with their coordinates; one data variable
+per model output; ``point_done`` (a point's data are final) and ``finite`` per grid point;
+``shard_index`` (the plan: which shard owns each point).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from hpc.errors import SpecError
+from hpc.models import get_model
+from hpc.models.base import Model
+from hpc.plan import Plan
+
+RESULTS_ROOT = Path(os.environ.get("HPC_RESULTS", "results"))
+STATUS_VARS = ("point_done", "finite", "shard_index")
+PACKAGES = ("hpc-sweeps", "jax", "jaxlib", "numpy", "zarr", "xarray", "snakemake", "snakemake-executor-plugin-slurm")
+
+
+def sweep_dir(name: str, root: Path | None = None) -> Path:
+    return Path(root or RESULTS_ROOT) / name
+
+
+def plan_path(name: str, root: Path | None = None) -> Path:
+    return sweep_dir(name, root) / "plan.json"
+
+
+def root_of_plan(plan_file: str | Path) -> Path:
+    """The results root a plan file lives under (ROOT/NAME/plan.json)."""
+    return Path(plan_file).resolve().parent.parent
+
+
+def store_path(name: str, root: Path | None = None) -> Path:
+    return sweep_dir(name, root) / "sweep.zarr"
+
+
+def marker_path(name: str, shard: int, root: Path | None = None) -> Path:
+    return sweep_dir(name, root) / "shards" / f"shard-{shard:04d}.json"
+
+
+def report_path(name: str, root: Path | None = None) -> Path:
+    return sweep_dir(name, root) / "report.html"
+
+
+def float_dtype(precision: str) -> np.dtype:
+    return np.dtype(np.float64 if precision == "float64" else np.float32)
+
+
+def output_dtype(kind: str, precision: str) -> np.dtype:
+    return {"float": float_dtype(precision), "int": np.dtype(np.int32), "bool": np.dtype(bool)}[kind]
+
+
+def fill_value(dtype: np.dtype):
+    if dtype.kind == "f":
+        return np.nan
+    return False if dtype.kind == "b" else 0
+
+
+def shape_static(plan: Plan) -> dict:
+    """The fixed (non-swept) parameters, which include every shape parameter."""
+    return dict(plan.spec["fixed"])
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _create_array(group, name, data=None, *, shape=None, dtype=None, chunks=None, dims, attrs=None):
+    if data is not None:
+        data = np.asarray(data)
+        shape, dtype = data.shape, data.dtype
+    arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or shape or (1,),
+                             fill_value=fill_value(np.dtype(dtype)), dimension_names=list(dims),
+                             attributes=attrs or {})
+    if data is not None:
+        arr[...] = data
+    return arr
+
+
+def create_store(plan: Plan, root: Path | None = None) -> str:
+    """Create the empty store for ``plan``; keep an existing one made from the same plan.
+
+    Returns "created" or "kept". A store made from another spec under the same name is refused,
+    never mixed with this one. The store is built beside its final path and renamed into place,
+    so a half-created store is never found there.
+    """
+    path = store_path(plan.name, root)
+    if path.exists():
+        existing = read_store_attrs(path).get("digest")
+        if existing == plan.digest:
+            return "kept"
+        raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
+                        f"this spec {plan.digest})", "choose a new name, or delete that directory to start over")
+    model = get_model(plan.model)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _build_store(tmp, plan, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
+    return "created"
+
+
+def _build_store(path: Path, plan: Plan, model: Model) -> None:
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for axis in plan.spec["axes"]:
+        if axis["kind"] == "values":
+            (pname, values), = axis["values"].items()
+            p = model.parameter(pname)
+            _create_array(group, axis["name"], np.asarray(values), dims=[axis["name"]],
+                          attrs={"long_name": p.doc or pname, "units": p.unit})
+        else:
+            _create_array(group, axis["name"], np.arange(len(next(iter(axis["values"].values())))),
+                          dims=[axis["name"]], attrs={"long_name": f"{axis['kind']} index"})
+            for pname, values in axis["values"].items():
+                p = model.parameter(pname)
+                _create_array(group, pname, np.asarray(values), dims=[axis["name"]],
+                              attrs={"long_name": p.doc or pname, "units": p.unit})
+    model_coords = model.coords(shape_static(plan))
+    for dim, values in model_coords.items():
+        _create_array(group, dim, np.asarray(values), dims=[dim], attrs={"units": model.dim_units.get(dim, "")})
+
+    non_index = [p for a in plan.spec["axes"] if a["kind"] != "values" for p in a["values"]]
+    coord_attr = {"coordinates": " ".join(non_index)} if non_index else {}
+    for out in model.outputs:
+        extra = tuple(len(model_coords[d]) for d in out.dims)
+        _create_array(group, out.name, shape=plan.shape + extra, dtype=output_dtype(out.dtype, plan.precision),
+                      chunks=plan.chunks + extra, dims=plan.dims + out.dims,
+                      attrs={"long_name": out.doc, "units": out.unit, **coord_attr})
+    _create_array(group, "point_done", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
+                  attrs={"long_name": "the point's data are written and committed", **coord_attr})
+    _create_array(group, "finite", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
+                  attrs={"long_name": "every output of the point is finite", **coord_attr})
+    _create_array(group, "shard_index", plan.shard_of_points(), dims=plan.dims,
+                  attrs={"long_name": "shard that computes the point", **coord_attr})
+    group.attrs.update({
+        "title": f"sweep {plan.name}",
+        "digest": plan.digest,
+        "model": plan.model,
+        "spec": json.dumps(plan.spec),
+        "spec_text": plan.spec_text,
+        "precision": plan.precision,
+        "n_shards": plan.n_shards,
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "created": now_iso(),
+    })
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def read_store_attrs(path: Path) -> dict:
+    meta = json.loads((Path(path) / "zarr.json").read_text())
+    return meta.get("attributes", {})
+
+
+def open_arrays(name: str, root: Path | None = None, mode: str = "r+") -> zarr.Group:
+    return zarr.open_group(str(store_path(name, root)), mode=mode, zarr_format=3)
+
+
+def write_region(group: zarr.Group, region: tuple[slice, ...], outputs: dict[str, np.ndarray], finite: np.ndarray) -> None:
+    """Write one chunk's outputs, then commit it by setting ``point_done``.
+
+    ``region`` must be a whole chunk of the plan: the caller owns it, nobody else writes there.
+    """
+    for name, block in outputs.items():
+        group[name][region] = block
+    group["finite"][region] = finite
+    group["point_done"][region] = True  # last: the commit of this chunk
+
+
+def region_done(group: zarr.Group, region: tuple[slice, ...]) -> bool:
+    return bool(np.all(group["point_done"][region]))
+
+
+def read_marker(name: str, shard: int, root: Path | None = None) -> dict | None:
+    try:
+        return json.loads(marker_path(name, shard, root).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def valid_markers(plan: Plan, root: Path | None = None) -> dict[int, dict]:
+    """Markers of shards committed under this very plan; stale ones from another digest are ignored."""
+    found = {}
+    for shard in range(plan.n_shards):
+        marker = read_marker(plan.name, shard, root)
+        if marker and marker.get("digest") == plan.digest:
+            found[shard] = marker
+    return found
+
+
+def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = None) -> None:
+    """Record per-shard execution in the store's attributes and consolidate its metadata."""
+    path = store_path(plan.name, root)
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    if not np.all(group["point_done"][...]):
+        missing = int(np.size(group["point_done"]) - np.count_nonzero(group["point_done"][...]))
+        raise RuntimeError(f"{missing} points of {plan.name} are not committed; rerun the sweep to finish them")
+    keys = ("shard", "host", "start", "end", "duration_s", "points", "processes", "devices", "non_finite", "not_converged")
+    shards = [{k: markers[s].get(k) for k in keys} for s in sorted(markers)]
+    group.attrs.update({"shards": shards, "completed": now_iso()})
+    zarr.consolidate_metadata(str(path))

@@ -1,0 +1,66 @@
+# Rules of a sweep. Paths come from hpc.store (the one place that builds them).
+
+NAME = SPEC.name
+SWEEP_DIR = str(store.sweep_dir(NAME))
+SHARDS = [f"{i:04d}" for i in range(SPEC.shards)]
+
+
+def shard_resources():
+    """The spec's resources override the profile's default-resources for this sweep only."""
+    res = dict(SPEC.resources)
+    gpus = res.pop("gpus", 0)
+    if gpus:
+        res["gpu"] = gpus
+    return res
+
+
+rule plan:
+    input:
+        spec=SWEEP_FILE,
+    output:
+        plan=f"{SWEEP_DIR}/plan.json",
+    params:
+        digest=SPEC.digest(),  # a changed spec replans (and is refused if the store holds another)
+    localrule: True
+    shell:
+        "PYTHONPATH={REPO} {HPC} plan {input.spec:q} --output {output.plan:q}"
+
+
+rule run_shard:
+    input:
+        plan=f"{SWEEP_DIR}/plan.json",
+    output:
+        marker=f"{SWEEP_DIR}/shards/shard-{{shard}}.json",
+    wildcard_constraints:
+        shard=r"\d{4}",
+    params:
+        digest=SPEC.digest(),
+    resources:
+        **shard_resources(),
+    log:
+        f"{SWEEP_DIR}/logs/shard-{{shard}}.log",
+    conda:
+        JAX_ENV
+    shell:
+        "PYTHONPATH={REPO} {HPC} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} 2> {log:q}"
+
+
+rule aggregate:
+    input:
+        plan=f"{SWEEP_DIR}/plan.json",
+        markers=expand(f"{SWEEP_DIR}/shards/shard-{{shard}}.json", shard=SHARDS),
+    output:
+        summary=f"{SWEEP_DIR}/aggregate.json",
+    localrule: True
+    shell:
+        "PYTHONPATH={REPO} {HPC} aggregate {input.plan:q} --output {output.summary:q}"
+
+
+rule report:
+    input:
+        summary=f"{SWEEP_DIR}/aggregate.json",
+    output:
+        report=f"{SWEEP_DIR}/report.html",
+    localrule: True
+    shell:
+        "PYTHONPATH={REPO} {HPC} report {NAME} --results {store.RESULTS_ROOT} --output {output.report:q}"
