@@ -8,6 +8,7 @@
 # The spec is read and checked here, at parse time, so a bad spec stops the workflow before
 # any job is planned, submitted or written.
 
+import os
 import shlex
 import sys
 
@@ -21,7 +22,7 @@ from hpc.errors import SpecError
 from hpc.spec import load_spec
 from hpc import store
 
-SWEEP_FILE = config.get("sweep", "workflow/sweeps/default.yaml")
+SWEEP_FILE = config.get("sweep") or os.path.join(workflow.basedir, "workflow", "sweeps", "default.yaml")
 try:
     SPEC = load_spec(SWEEP_FILE)
 except SpecError as exc:

@@ -18,6 +18,9 @@ import numpy as np
 from hpc.spec import Spec
 
 PLAN_VERSION = 1
+# Several chunks per shard let an interrupted shard resume chunk by chunk, let the processes of a
+# multi-process shard each own whole chunks, and even out shard sizes.
+CHUNKS_PER_SHARD = 4
 
 
 def chunk_shape(shape: tuple[int, ...], n_chunks: int) -> tuple[int, ...]:
@@ -128,7 +131,8 @@ class Plan:
 def make_plan(spec: Spec) -> Plan:
     """Cut the spec's grid into chunks and give each shard a contiguous run of whole chunks."""
     shape = spec.shape
-    chunks = chunk_shape(shape, spec.shards) if shape else ()
+    target = min(spec.n_points, spec.shards * CHUNKS_PER_SHARD)
+    chunks = chunk_shape(shape, target) if shape else ()
     n_chunks = math.prod(math.ceil(n / c) for n, c in zip(shape, chunks))
     bounds = [i * n_chunks // spec.shards for i in range(spec.shards + 1)]
     return Plan(

@@ -122,6 +122,8 @@ def check_schema(data: Any) -> None:
         raise SpecError(f"{key}.{extra[0]}" if extra else key, "unknown key", "allowed keys: " + ", ".join(allowed))
     if len(error.absolute_path) == 2 and error.absolute_path[0] == "sweep":
         raise SpecError(key, f"not a valid dimension: {error.instance!r}", DIMENSION_FORMS)
+    if len(error.absolute_path) > 2 and error.absolute_path[0] == "sweep":
+        raise SpecError(key, error.message, DIMENSION_FORMS)
     if error.validator == "not" and not error.absolute_path:
         raise SpecError("shards", "give either shards or points_per_shard, not both")
     if error.validator == "not" and key == "name":
@@ -304,7 +306,7 @@ def _sample_axis(model: Model, sample: dict) -> Axis:
     for pname in names:
         param = _known_parameter(model, pname, f"sample.ranges.{pname}")
         if param.kind != "float" or param.role == "shape":
-            raise SpecError(f"sample.ranges.{pname}", "only float parameters can be sampled")
+            raise SpecError(f"sample.ranges.{pname}", "only float parameters can be sampled", "parameters that set the output shape cannot vary")
         lo, hi = (check_value(param, v, f"sample.ranges.{pname}") for v in sample["ranges"][pname])
         if not lo < hi:
             raise SpecError(f"sample.ranges.{pname}", f"empty range [{lo}, {hi}]", "give [low, high] with low < high")

@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -241,4 +242,6 @@ def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = Non
     keys = ("shard", "host", "start", "end", "duration_s", "points", "processes", "devices", "non_finite", "not_converged")
     shards = [{k: markers[s].get(k) for k in keys} for s in sorted(markers)]
     group.attrs.update({"shards": shards, "completed": now_iso()})
-    zarr.consolidate_metadata(str(path))
+    with warnings.catch_warnings():  # consolidated metadata is a zarr-python extension of v3; xarray reads it
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))

@@ -1,0 +1,92 @@
+"""Shards write real Zarr chunks; the store opens with xarray; interrupted shards resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from hpc import store
+from hpc.aggregate import aggregate
+from hpc.errors import SpecError
+from hpc.models import get_model
+from hpc.plan import make_plan, write_atomic
+from hpc.runner import commit_shard, run_shard, solve_points
+from hpc.spec import parse_spec
+
+from conftest import SMALL_MCCALL
+
+
+@pytest.fixture
+def planned(tmp_path):
+    plan = make_plan(parse_spec(SMALL_MCCALL))
+    assert store.create_store(plan, tmp_path) == "created"
+    write_atomic(store.plan_path(plan.name, tmp_path), plan.to_json())
+    return plan, tmp_path
+
+
+def test_store_layout_before_any_shard(planned):
+    plan, root = planned
+    ds = xr.open_zarr(store.store_path(plan.name, root), consolidated=False)
+    assert ds["reservation_wage"].dims == ("c", "beta")
+    assert ds["value"].dims == ("c", "beta", "wage")
+    assert ds.sizes == {"c": 6, "beta": 2, "wage": 21}
+    assert ds["reservation_wage"].encoding["chunks"] == plan.chunks
+    np.testing.assert_allclose(ds["c"], np.linspace(15, 30, 6))
+    assert not ds["point_done"].any()
+    assert np.isnan(ds["reservation_wage"]).all()  # nothing computed reads as missing, not as a number
+    assert ds.attrs["digest"] == plan.digest and json.loads(ds.attrs["spec"])["model"] == "mccall"
+    assert set(np.unique(ds["shard_index"])) == {0, 1, 2}
+
+
+def test_shards_fill_the_store_with_the_direct_solution(planned):
+    plan, root = planned
+    for shard in range(plan.n_shards):
+        commit_shard(plan, shard, run_shard(plan, shard, root), root)
+    summary = aggregate(store.plan_path(plan.name, root))
+    assert summary["points"] == 12 and summary["non_finite"] == 0
+    ds = xr.open_zarr(store.store_path(plan.name, root))
+    assert ds["point_done"].all() and ds["finite"].all() and ds["converged"].all()
+    model = get_model("mccall")
+    c, beta = np.meshgrid(ds["c"].values, ds["beta"].values, indexing="ij")
+    direct = solve_points(model, plan.spec["fixed"], {"c": c.ravel(), "beta": beta.ravel()}, "float32", 64)
+    np.testing.assert_array_equal(ds["reservation_wage"].values.ravel(), direct["reservation_wage"])
+    assert [s["shard"] for s in ds.attrs["shards"]] == [0, 1, 2]
+    assert all(s["host"] and s["duration_s"] > 0 for s in ds.attrs["shards"])
+
+
+def test_interrupted_shard_resumes_only_missing_chunks(planned):
+    plan, root = planned
+    chunk_ids = list(plan.shard_chunk_ids(1))
+    assert len(chunk_ids) > 1, "shard 1 owns several chunks"
+    partial = run_shard(plan, 1, root, chunk_ids=chunk_ids[:1])  # as if killed after its first chunk
+    first = plan.chunk_region(chunk_ids[0])
+    assert partial["computed"] == int(np.prod([s.stop - s.start for s in first]))
+    resumed = run_shard(plan, 1, root)
+    assert resumed["computed"] == plan.shard_points(1) - partial["computed"]
+    assert run_shard(plan, 1, root)["computed"] == 0  # a committed shard is not recomputed
+
+
+def test_marker_refused_until_every_chunk_is_committed(planned):
+    plan, root = planned
+    with pytest.raises(RuntimeError, match="not committed"):
+        commit_shard(plan, 0, {"points": 0}, root)
+    assert not store.marker_path(plan.name, 0, root).exists()
+
+
+def test_stale_marker_from_another_plan_is_not_trusted(planned):
+    plan, root = planned
+    write_atomic(store.marker_path(plan.name, 0, root), json.dumps({"digest": "0000", "shard": 0}))
+    assert 0 not in store.valid_markers(plan, root)
+    with pytest.raises(RuntimeError, match=r"shards \[0, 1, 2\]"):
+        aggregate(store.plan_path(plan.name, root))
+
+
+def test_same_name_with_another_spec_is_refused(planned):
+    plan, root = planned
+    other = make_plan(parse_spec(dict(SMALL_MCCALL, params={"n_wages": 31})))
+    with pytest.raises(SpecError, match="another spec"):
+        store.create_store(other, root)
+    assert store.create_store(plan, root) == "kept"
