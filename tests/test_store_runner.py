@@ -13,7 +13,7 @@ from hpc.aggregate import aggregate
 from hpc.errors import SpecError
 from hpc.models import get_model
 from hpc.plan import make_plan, write_atomic
-from hpc.runner import commit_shard, run_shard, solve_points
+from hpc.runner import commit_shard, merge_summaries, run_shard, solve_points
 from hpc.spec import parse_spec
 
 from conftest import SMALL_MCCALL
@@ -44,7 +44,7 @@ def test_store_layout_before_any_shard(planned):
 def test_shards_fill_the_store_with_the_direct_solution(planned):
     plan, root = planned
     for shard in range(plan.n_shards):
-        commit_shard(plan, shard, run_shard(plan, shard, root), root)
+        commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, root)]), root)
     summary = aggregate(store.plan_path(plan.name, root))
     assert summary["points"] == 12 and summary["non_finite"] == 0
     ds = xr.open_zarr(store.store_path(plan.name, root))
