@@ -35,6 +35,13 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_run_shard(args) -> int:
+    if args.tasks > 1 or args.cpu_devices:
+        from hpc.launch import run_processes
+
+        inner = [sys.executable, "-m", "hpc", "run-shard", args.plan, str(args.shard)]
+        if args.marker:
+            inner += ["--marker", args.marker]
+        return run_processes(inner, args.tasks, args.mpi, args.cpu_devices)
     from hpc.runner import run_and_commit
 
     run_and_commit(args.plan, args.shard, args.marker)
@@ -93,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan")
     p.add_argument("shard", type=int)
     p.add_argument("--marker", help="completion marker to write (default: results/NAME/shards/shard-NNNN.json)")
+    p.add_argument("--tasks", type=int, default=1,
+                   help="processes for this shard: srun inside a Slurm job, mpiexec with --mpi, else local processes")
+    p.add_argument("--mpi", action="store_true", help="launch the processes with MPI (srun --mpi=pmi2 or mpiexec)")
+    p.add_argument("--cpu-devices", type=int, default=0,
+                   help="virtual CPU devices per process (XLA's --xla_force_host_platform_device_count)")
     p.set_defaults(func=_cmd_run_shard)
 
     p = sub.add_parser("aggregate", help="check every shard is committed and finalize the store")

@@ -73,11 +73,16 @@ def start(launch: Launch) -> Launch:
     return launch
 
 
+def node_name() -> str:
+    """This node's name: Slurm's name for it inside a job (emulated nodes share one hostname)."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def where() -> str:
-    """'process i/n on host' for messages."""
+    """'process i/n on node' for messages."""
     import jax
 
-    return f"process {jax.process_index()}/{jax.process_count()} on {socket.gethostname()}"
+    return f"process {jax.process_index()}/{jax.process_count()} on {node_name()}"
 
 
 def gather(launch: Launch, record: dict) -> list[dict]:

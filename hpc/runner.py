@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import sys
 import time
 from typing import Callable, Iterable
@@ -231,7 +230,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
     flat = [plan.region_points(r) for r in regions]
     n_points = sum(len(f) for f in flat)
     started = time.time()
-    who = distributed.where() if launch.method != "single" else socket.gethostname()
+    who = distributed.where() if launch.method != "single" else distributed.node_name()
     _log(f"shard {shard}: {who}: {n_points} points in {len(mine)} chunks to compute "
          f"({len(chunk_ids) - len(todo_all)} of the shard's {len(chunk_ids)} chunks already committed), "
          f"{jax.device_count()} devices")
@@ -266,7 +265,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
         "start": started,
         "end": ended,
         "duration_s": round(ended - started, 3),
-        "host": socket.gethostname(),
+        "host": distributed.node_name(),
         "process": jax.process_index(),
         "devices": [str(d) for d in jax.local_devices()],
     })

@@ -64,6 +64,8 @@ class Spec:
     batch_size: int
     precision: str
     resources: dict[str, int]
+    mpi: bool = False  # how processes start, not what they compute: not part of the digest
+    cpu_devices: int = 0
     text: str = ""  # the spec as written
     raw: dict = field(default_factory=dict)
 
@@ -196,6 +198,8 @@ def parse_spec(data: Any, text: str = "") -> Spec:
         batch_size=data.get("batch_size", 256),
         precision=data.get("precision", "float32"),
         resources=dict(data.get("resources") or {}),
+        mpi=data.get("mpi", False),
+        cpu_devices=data.get("cpu_devices", 0),
         text=text,
         raw=data,
     )

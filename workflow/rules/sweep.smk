@@ -11,7 +11,15 @@ def shard_resources():
     gpus = res.pop("gpus", 0)
     if gpus:
         res["gpu"] = gpus
+    if res.get("tasks", 1) > 1:
+        # The shard starts its own processes (`hpc run-shard --tasks`: srun inside the job);
+        # this tells the Slurm plugin not to wrap the command in a one-task srun.
+        res["mpi"] = "srun --mpi=pmi2" if SPEC.mpi else "srun"
     return res
+
+
+LAUNCH = f"--tasks {SPEC.resources.get('tasks', 1)}" + (" --mpi" if SPEC.mpi else "") + (
+    f" --cpu-devices {SPEC.cpu_devices}" if SPEC.cpu_devices else "")
 
 
 rule plan:
@@ -42,7 +50,7 @@ rule run_shard:
     conda:
         JAX_ENV
     shell:
-        "PYTHONPATH={REPO} {HPC} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} 2> {log:q}"
+        "PYTHONPATH={REPO} {HPC} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} {LAUNCH} 2> {log:q}"
 
 
 rule aggregate:
