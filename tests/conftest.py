@@ -12,6 +12,47 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+IS_ROOT = os.geteuid() == 0
+
+
+def _have_slurm() -> bool:
+    from hpc import cluster
+
+    return all(cluster._which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged"))
+
+
+HAVE_SLURM = _have_slurm()
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="the emulated cluster needs root")
+cluster_test = [
+    pytest.mark.slow,
+    pytest.mark.cluster,
+    needs_root,
+    pytest.mark.skipif(not HAVE_SLURM and not os.environ.get("CI"),
+                       reason="slurm/munge not installed (make test installs them)"),
+]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A 3-node emulated cluster for the session; torn down only if this session started it.
+
+    Skipped on a machine without root or Slurm, except in CI, where it must run.
+    """
+    from hpc import cluster
+
+    if not IS_ROOT or not HAVE_SLURM:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the cluster tests: run as root with slurm installed (make test)")
+        pytest.skip("needs root and the slurm/munge packages")
+    before = cluster.cluster_status()
+    # "Was up" by daemons, not node states: nodes busy with someone's jobs are still up.
+    was_up = all(d["running"] for d in before["daemons"].values())
+    settings = dict(before["settings"]) if was_up else {}  # keyword arguments of cluster_up
+    settings["nodes"] = max(3, settings.get("nodes", 3))
+    status = cluster.cluster_up(**settings)
+    yield status
+    if not was_up:
+        cluster.cluster_down()
 
 
 def write_spec(directory: Path, spec: dict, filename: str = "spec.yaml") -> Path:
