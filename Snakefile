@@ -25,6 +25,7 @@ from hpc import store
 SWEEP_FILE = config.get("sweep") or os.path.join(workflow.basedir, "workflow", "sweeps", "default.yaml")
 try:
     SPEC = load_spec(SWEEP_FILE)
+    store.check_not_another_spec(SPEC)
 except SpecError as exc:
     sys.stderr.write(f"Error: bad sweep spec {SWEEP_FILE}: {exc}\n")
     sys.exit(2)

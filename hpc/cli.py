@@ -18,18 +18,16 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from hpc.plan import describe, make_plan, write_atomic
-    from hpc.spec import load_spec
     from hpc import store
+    from hpc.plan import describe, make_plan
+    from hpc.spec import load_spec
 
-    plan = make_plan(load_spec(args.spec))
+    spec = load_spec(args.spec)
     if args.output:
-        root = store.root_of_plan(args.output)
-        if Path(args.output).resolve() != store.plan_path(plan.name, root).resolve():
-            raise SpecError("name", f"the plan of {plan.name!r} belongs at {store.plan_path(plan.name, root)}, not {args.output}")
-        state = store.create_store(plan, root)
-        write_atomic(args.output, plan.to_json())
-        print(f"store {store.store_path(plan.name, root)}: {state}", file=sys.stderr)
+        plan, state = store.plan_sweep(spec, args.output)
+        print(f"store {store.store_path(plan.name, store.root_of_plan(args.output))}: {state}", file=sys.stderr)
+    else:
+        plan = make_plan(spec)
     print(describe(plan))
     return 0
 

@@ -32,7 +32,7 @@ import zarr
 from hpc.errors import SpecError
 from hpc.models import get_model
 from hpc.models.base import Model
-from hpc.plan import Plan
+from hpc.plan import Plan, make_plan, write_atomic
 
 RESULTS_ROOT = Path(os.environ.get("HPC_RESULTS", "results"))
 STATUS_VARS = ("point_done", "finite", "shard_index")
@@ -127,11 +127,11 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     """
     path = store_path(plan.name, root)
     if path.exists():
-        existing = read_store_attrs(path).get("digest")
-        if existing == plan.digest:
+        if read_store_attrs(path).get("digest") == plan.digest:
             return "kept"
-        raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
-                        f"this spec {plan.digest})", "choose a new name, or delete that directory to start over")
+        raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest "
+                        f"{read_store_attrs(path).get('digest')}, this spec {plan.digest})",
+                        "choose a new name, or delete that directory to start over")
     model = get_model(plan.model)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -139,6 +139,32 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, path)
     return "created"
+
+
+def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
+    """The plan stage: plan ``spec``, create (or keep) its store, then write the plan file.
+
+    ``plan_file`` must be ROOT/NAME/plan.json; the plan file is written last, so its presence
+    means the store is ready.
+    """
+    plan = make_plan(spec)
+    root = root_of_plan(plan_file)
+    expected = plan_path(plan.name, root)
+    if Path(plan_file).resolve() != expected.resolve():
+        raise SpecError("name", f"the plan of {plan.name!r} belongs at {expected}, not {plan_file}")
+    state = create_store(plan, root)
+    write_atomic(plan_file, plan.to_json())
+    return plan, state
+
+
+def check_not_another_spec(spec, root: Path | None = None) -> None:
+    """Refuse early (before any job) a spec whose name holds a store made from another spec."""
+    path = store_path(spec.name, root)
+    if (path / "zarr.json").exists():
+        existing = read_store_attrs(path).get("digest")
+        if existing != spec.digest():
+            raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
+                            f"this spec {spec.digest()})", "choose a new name, or delete that directory to start over")
 
 
 def _build_store(path: Path, plan: Plan, model: Model) -> None:

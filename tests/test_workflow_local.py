@@ -35,6 +35,13 @@ def test_local_sweep_end_to_end_and_rerun_does_nothing(tmp_path, small_spec):
     again = run_snakemake(tmp_path, "--config", f"sweep={small_spec}")
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # The same name with another spec is refused before any job, and the store is untouched.
+    changed = write_spec(tmp_path, dict(SMALL_MCCALL, params={"n_wages": 31}), "changed.yaml")
+    refused = run_snakemake(tmp_path, "--config", f"sweep={changed}", check=False)
+    assert refused.returncode != 0
+    assert "holds a sweep made from another spec" in refused.stderr and "Traceback" not in refused.stderr
+    assert xr.open_zarr(out / "sweep.zarr").sizes["wage"] == 21
+
 
 def test_bad_spec_stops_the_workflow_before_anything_is_written(tmp_path):
     spec = write_spec(tmp_path, dict(SMALL_MCCALL, sweep={"beta": [0.9, 1.5]}))

@@ -30,8 +30,9 @@ rule plan:
     params:
         digest=SPEC.digest(),  # a changed spec replans (and is refused if the store holds another)
     localrule: True
-    shell:
-        "PYTHONPATH={REPO} {HPC} plan {input.spec:q} --output {output.plan:q}"
+    run:
+        # In Snakemake's own process: the spec is already loaded and checked.
+        store.plan_sweep(SPEC, output.plan)
 
 
 rule run_shard:
@@ -60,15 +61,20 @@ rule aggregate:
     output:
         summary=f"{SWEEP_DIR}/aggregate.json",
     localrule: True
-    shell:
-        "PYTHONPATH={REPO} {HPC} aggregate {input.plan:q} --output {output.summary:q}"
+    run:
+        from hpc.aggregate import aggregate
+
+        aggregate(input.plan, output.summary)
 
 
 rule report:
     input:
+        plan=f"{SWEEP_DIR}/plan.json",
         summary=f"{SWEEP_DIR}/aggregate.json",
     output:
         report=f"{SWEEP_DIR}/report.html",
     localrule: True
-    shell:
-        "PYTHONPATH={REPO} {HPC} report {NAME} --results {store.RESULTS_ROOT} --output {output.report:q}"
+    run:
+        from hpc.report import write_report
+
+        write_report(NAME, store.root_of_plan(input.plan), output.report)
