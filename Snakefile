@@ -8,6 +8,7 @@
 # The spec is read and checked here, at parse time, so a bad spec stops the workflow before
 # any job is planned, submitted or written.
 
+import json
 import os
 import shlex
 import sys
@@ -22,7 +23,19 @@ from hpc.errors import SpecError
 from hpc.spec import load_spec
 from hpc import store
 
-SWEEP_FILE = config.get("sweep") or os.path.join(workflow.basedir, "workflow", "sweeps", "default.yaml")
+TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
+if TRAIN_FILE:
+    from hpc.train.spec import load_train_spec
+
+    try:
+        TRAIN = load_train_spec(TRAIN_FILE)
+    except SpecError as exc:
+        sys.stderr.write(f"Error: bad training spec {TRAIN_FILE}: {exc}\n")
+        sys.exit(2)
+
+# A training run on a sweep's store loads that sweep too: its rules make the store (one DAG).
+SWEEP_FILE = (TRAIN_FILE and TRAIN.sweep_file) or config.get("sweep") or os.path.join(
+    workflow.basedir, "workflow", "sweeps", "default.yaml")
 try:
     SPEC = load_spec(SWEEP_FILE)
     store.check_not_another_spec(SPEC)
@@ -49,9 +62,12 @@ JAX_ENV = "../../envs/" + ("jax-cuda.yaml" if config.get("gpu", False) else "jax
 
 
 include: "workflow/rules/sweep.smk"
+if TRAIN_FILE:
+
+    include: "workflow/rules/train.smk"
 
 
 rule all:
     default_target: True
     input:
-        f"{SWEEP_DIR}/report.html",
+        TRAIN_TARGETS if TRAIN_FILE else f"{SWEEP_DIR}/report.html",

@@ -46,6 +46,15 @@ def _cmd_run_shard(args) -> int:
     return 0
 
 
+def _cmd_run_dask(args) -> int:
+    import json
+
+    from hpc.dask_backend import run_sweep
+
+    print(json.dumps(run_sweep(args.plan, json.loads(args.settings) if args.settings else None)))
+    return 0
+
+
 def _cmd_aggregate(args) -> int:
     from hpc.aggregate import aggregate
 
@@ -61,10 +70,40 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from hpc.status import sweep_status, format_status
+    from hpc.status import format_status, sweep_status, watch
 
-    print(format_status(sweep_status(args.name, Path(args.results))))
+    if args.watch:
+        try:
+            return watch(args.name, Path(args.results), args.interval)
+        except KeyboardInterrupt:
+            return 130
+    print(format_status(sweep_status(args.name, Path(args.results)), bar=sys.stdout.isatty()))
     return 0
+
+
+def _cmd_train(args) -> int:
+    if args.action == "validate":
+        from hpc.train.spec import load_train_spec
+
+        spec = load_train_spec(args.spec)
+        data = spec.data.sweep_file or f"{spec.data.synthetic['samples']} synthetic samples"
+        print(f"{args.spec}: ok ({spec.network['kind']} {spec.network['widths']}, {spec.steps} steps of "
+              f"{spec.batch_size}, data {data}, digest {spec.digest()})")
+        return 0
+    if args.tasks > 1 or args.cpu_devices:
+        import signal
+
+        from hpc.launch import run_processes
+
+        # The ranks take SIGTERM (checkpoint, then exit 143); this launcher waits for them.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        inner = [sys.executable, "-m", "hpc", "train", "run", args.spec]
+        if args.marker:
+            inner += ["--marker", args.marker]
+        return run_processes(inner, args.tasks, False, args.cpu_devices)
+    from hpc.train.loop import run_training
+
+    return run_training(args.spec, args.marker)
 
 
 def _cmd_cluster(args) -> int:
@@ -105,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="virtual CPU devices per process (XLA's --xla_force_host_platform_device_count)")
     p.set_defaults(func=_cmd_run_shard)
 
+    p = sub.add_parser("run-dask", help="run a planned sweep's chunks as tasks on a dask(-jobqueue) cluster")
+    p.add_argument("plan")
+    p.add_argument("--settings", help="the spec's dask settings as JSON")
+    p.set_defaults(func=_cmd_run_dask)
+
     p = sub.add_parser("aggregate", help="check every shard is committed and finalize the store")
     p.add_argument("plan")
     p.add_argument("--output", help="write the sweep's summary (JSON) here")
@@ -116,10 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where to write the report (default: results/NAME/report.html)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("status", help="shards and points done of a running or finished sweep")
+    p = sub.add_parser("status", help="shards done/running/pending/failed, points done, throughput and time left")
     p.add_argument("name")
     p.add_argument("--results", default="results", help="results root (default: results)")
+    p.add_argument("--watch", action="store_true", help="refresh until the sweep is aggregated (or has stopped)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes with --watch (default 10)")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("train", help="check a training spec, or train (run by the workflow; resumes from a checkpoint)")
+    p.add_argument("action", choices=["validate", "run"])
+    p.add_argument("spec")
+    p.add_argument("--marker", help="completion marker to write (default: results/NAME/train.json)")
+    p.add_argument("--tasks", type=int, default=1,
+                   help="processes: srun inside a Slurm job, else local processes")
+    p.add_argument("--cpu-devices", type=int, default=0,
+                   help="virtual CPU devices per process (XLA's --xla_force_host_platform_device_count)")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("cluster", help="an emulated multi-node Slurm cluster on this machine")
     p.add_argument("action", choices=["up", "down", "status"])

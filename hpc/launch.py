@@ -65,10 +65,14 @@ def _run_local(inner: list[str], tasks: int, env: dict[str, str]) -> int:
                             distributed.ENV_PROCESS_ID: str(rank)})
         procs.append(subprocess.Popen(inner, env=penv))
     status = 0
-    while any(p.poll() is None for p in procs):
-        failed = [p for p in procs if p.returncode not in (None, 0)]
+    while [p.poll() for p in procs].count(None):  # poll every process (any() would stop at the first)
+        failed = [(rank, p) for rank, p in enumerate(procs) if p.returncode not in (None, 0)]
         if failed:
-            status = failed[0].returncode
+            rank, proc = failed[0]
+            status = proc.returncode
+            how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            print(f"hpc: process {rank}/{tasks} (pid {proc.pid}) on {distributed.node_name()} {how}; "
+                  f"stopping the other {tasks - 1}", file=sys.stderr, flush=True)
             break
         time.sleep(0.1)
     if status:
@@ -82,6 +86,5 @@ def _run_local(inner: list[str], tasks: int, env: dict[str, str]) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        print(f"hpc: a process exited with status {status}; stopped the other {tasks - 1}", file=sys.stderr)
-        return status
+        return 1 if status < 0 else status
     return next((p.returncode for p in procs if p.returncode), 0)

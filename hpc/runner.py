@@ -194,7 +194,7 @@ def split_chunks(chunk_ids: list[int], parts: int) -> list[list[int]]:
 
 
 def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None = None,
-              launch: distributed.Launch | None = None) -> dict:
+              launch: distributed.Launch | None = None, solver: MeshSolver | None = None) -> dict:
     """Compute and commit this process's chunks of ``shard`` (or the given subset of them).
 
     Chunks already committed (``point_done``) are not recomputed: an interrupted shard resumes.
@@ -208,7 +208,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
     chunk_ids = list(plan.shard_chunk_ids(shard) if chunk_ids is None else chunk_ids)
     todo_all = [c for c in chunk_ids if not store.region_done(group, plan.chunk_region(c))]
     per_process = split_chunks(todo_all, jax.process_count())
-    solver = MeshSolver(model, plan.precision, device_batch_size(plan))
+    solver = solver or MeshSolver(model, plan.precision, device_batch_size(plan))
 
     # Every process knows every process's points, so all agree on the lockstep schedule.
     fixed = plan.spec["fixed"]

@@ -64,8 +64,11 @@ class Spec:
     batch_size: int
     precision: str
     resources: dict[str, int]
-    mpi: bool = False  # how processes start, not what they compute: not part of the digest
+    # How the work is started, not what it computes: not part of the digest.
+    mpi: bool = False
     cpu_devices: int = 0
+    backend: str = "jax"
+    dask: dict = field(default_factory=dict)
     text: str = ""  # the spec as written
     raw: dict = field(default_factory=dict)
 
@@ -187,6 +190,12 @@ def parse_spec(data: Any, text: str = "") -> Spec:
         shards = math.ceil(n_points / data["points_per_shard"])
     else:
         shards = 1
+    dask = data.get("dask") or {}
+    if dask.get("lifetime_min", 25) >= dask.get("walltime_min", 30):
+        raise SpecError("dask.lifetime_min", "workers must retire before their walltime",
+                        "make lifetime_min smaller than walltime_min")
+    if dask and data.get("backend", "jax") != "dask":
+        raise SpecError("dask", "dask settings given but backend is not dask", "add backend: dask")
     if shards > n_points:
         raise SpecError("shards", f"{shards} shards for {n_points} points", f"use at most {n_points} shards")
     return Spec(
@@ -199,6 +208,8 @@ def parse_spec(data: Any, text: str = "") -> Spec:
         precision=data.get("precision", "float32"),
         resources=dict(data.get("resources") or {}),
         mpi=data.get("mpi", False),
+        backend=data.get("backend", "jax"),
+        dask=dict(data.get("dask") or {}),
         cpu_devices=data.get("cpu_devices", 0),
         text=text,
         raw=data,

@@ -35,6 +35,25 @@ rule plan:
         store.plan_sweep(SPEC, output.plan)
 
 
+if SPEC.backend == "dask":
+
+    rule run_dask:
+        input:
+            plan=f"{SWEEP_DIR}/plan.json",
+        output:
+            markers=expand(f"{SWEEP_DIR}/shards/shard-{{shard}}.json", shard=SHARDS),
+        params:
+            digest=SPEC.digest(),
+            dask=json.dumps(SPEC.dask),
+        resources:
+            mem_mb=2000,
+            runtime=SPEC.dask.get("walltime_min", 30) * 4,
+        log:
+            f"{SWEEP_DIR}/logs/dask.log",
+        shell:
+            "PYTHONPATH={REPO} {HPC} run-dask {input.plan:q} --settings {params.dask:q} 2> {log:q}"
+
+
 rule run_shard:
     input:
         plan=f"{SWEEP_DIR}/plan.json",
@@ -72,7 +91,8 @@ rule report:
         plan=f"{SWEEP_DIR}/plan.json",
         summary=f"{SWEEP_DIR}/aggregate.json",
     output:
-        report=f"{SWEEP_DIR}/report.html",
+        report=report(f"{SWEEP_DIR}/report.html", caption="../report/sweep_report.rst", category="Sweep",
+                      labels={"sweep": NAME, "file": "report.html"}),
     localrule: True
     run:
         from hpc.report import write_report

@@ -1,0 +1,99 @@
+"""Results do not depend on how a shard runs: 1 process, several local processes with several
+virtual devices each, mpiexec, or dask tasks; a dead rank fails its job without a hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import PYTHON, REPO, SMALL_MCCALL, run_hpc, write_spec
+
+pytestmark = pytest.mark.slow
+
+VARS = ("reservation_wage", "value", "iterations", "error", "converged", "finite", "point_done")
+
+
+def planned(workdir, spec: dict):
+    path = write_spec(workdir, spec)
+    plan = workdir / "results" / spec["name"] / "plan.json"
+    run_hpc("plan", path, "--output", plan, cwd=workdir)
+    return plan
+
+
+def read_store(plan) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(plan.parent / "sweep.zarr"), mode="r")
+    return {v: group[v][...] for v in VARS}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Every shard in one process with one device."""
+    workdir = tmp_path_factory.mktemp("ref")
+    plan = planned(workdir, dict(SMALL_MCCALL, name="inv", batch_size=2))
+    for shard in range(3):
+        run_hpc("run-shard", plan, shard, cwd=workdir)
+    return read_store(plan)
+
+
+def assert_bitwise(reference, plan):
+    got = read_store(plan)
+    assert got["point_done"].all()
+    for var in VARS:
+        np.testing.assert_array_equal(got[var], reference[var], err_msg=var)
+
+
+@pytest.mark.parametrize("flags", [["--tasks", "2", "--cpu-devices", "2"], ["--tasks", "2", "--mpi", "--cpu-devices", "2"],
+                                   ["--tasks", "3"]], ids=["2proc-2dev", "mpiexec-2proc-2dev", "3proc"])
+def test_multiprocess_shards_are_bitwise_one_process(tmp_path, reference, flags):
+    plan = planned(tmp_path, dict(SMALL_MCCALL, name="inv", batch_size=2))
+    for shard in range(3):
+        result = run_hpc("run-shard", plan, shard, *flags, cwd=tmp_path)
+        marker = json.loads((plan.parent / "shards" / f"shard-{shard:04d}.json").read_text())
+        assert marker["processes"] == int(flags[1])
+        assert "committed" in result.stderr
+    assert_bitwise(reference, plan)
+
+
+def test_dask_backend_on_a_local_cluster_is_bitwise_one_process(tmp_path, reference):
+    plan = planned(tmp_path, dict(SMALL_MCCALL, name="inv", batch_size=2, backend="dask",
+                                  dask={"cluster": "local", "max_workers": 2}))
+    result = run_hpc("run-dask", plan, "--settings", json.dumps({"cluster": "local", "max_workers": 2}), cwd=tmp_path)
+    assert json.loads(result.stdout)["chunks"] > 3  # many small tasks, not one per shard
+    assert_bitwise(reference, plan)
+    assert len(list((plan.parent / "shards").glob("*.json"))) == 3
+
+
+def test_a_killed_rank_fails_the_job_quickly_and_names_it(tmp_path):
+    # Slow points (synthetic model: 2e8 logistic steps each) so the ranks are caught mid-solve.
+    plan = planned(tmp_path, {"name": "die", "model": "synthetic", "params": {"steps": 200_000_000},
+                              "sweep": {"x0": {"linspace": [0.1, 0.9, 8]}}, "shards": 1, "batch_size": 1})
+    proc = subprocess.Popen([PYTHON, "-m", "hpc", "run-shard", str(plan), "0", "--tasks", "2"], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while "".join(lines).count("points in") < 2:  # both ranks are solving
+        assert time.time() < deadline and proc.poll() is None, "".join(lines)
+        time.sleep(0.1)
+    ranks = subprocess.run(["pgrep", "-f", f"hpc run-shard {plan} 0$"], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2, ranks
+    time.sleep(0.5)
+    killed_at = time.time()
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    rest = "".join(lines)
+    assert proc.returncode != 0
+    assert time.time() - killed_at < 30, "the surviving rank hung"
+    assert "was killed by signal 9" in rest and "on " in rest
+    assert not (plan.parent / "shards" / "shard-0000.json").exists()
+    assert not subprocess.run(["pgrep", "-f", f"hpc run-shard {plan} 0$"], capture_output=True).stdout
