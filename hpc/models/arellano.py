@@ -1,0 +1,377 @@
+"""Arellano (2008) sovereign default with one-period debt.
+
+A small open economy receives an endowment y whose log follows an AR(1),
+log y' = ρ log y + σ_y ε, discretized by Tauchen on n_y points with transition matrix P. The
+government holds one-period bonds b (b < 0 is debt) on a grid, and each period either repays
+or defaults. Foreign lenders are risk neutral and price a bond that promises one unit next
+period at
+
+    q(b', y) = (1 - δ(b', y)) / (1 + r),    δ(b', y) = Σ_y' P(y, y') d(b', y'),
+
+where d(b, y) = 1 when default is chosen. The values of repaying and of defaulting are
+
+    v_c(b, y) = max_b'  u(y + b - q(b', y) b') + β Σ_y' P(y, y') v(b', y'),
+    v_d(y)    = u(h(y)) + β Σ_y' P(y, y') [θ v(0, y') + (1 - θ) v_d(y')],
+    v(b, y)   = max{v_c(b, y), v_d(y)},
+
+with CRRA utility u(c) = (c^(1-γ) - 1)/(1 - γ) (log c at γ = 1; the constant shifts every value
+alike and changes no decision) and output in default h(y) = min(κ E[y], y), κ = ``default_cost``,
+where E[y] is the mean of y under the stationary distribution of the discretized chain. A
+defaulting country is excluded from borrowing and re-enters with zero debt with probability θ
+each period after the default.
+
+The equilibrium is found by joint iteration on (v_c, v_d, q) until the largest sup-norm change
+of the three is below the tolerance. The model is quarterly: β, r and the simulated statistics
+follow Arellano's calibration to Argentina, and rates are annualized for reporting.
+
+The income dimension is ``y_index`` (0..n_y-1), not the income level: ρ and σ_y are dynamic so
+that a sweep over them compiles once, and the Tauchen grid they imply then differs from point to
+point. The log-income levels of each point are returned as the output ``log_income``.
+
+Simulated statistics (quarters after a burn-in, shocks fixed by ``seed``): ``default_frequency``
+is default events per year in percent (4 × the share of quarters with a default);
+``mean_spread`` and ``spread_volatility`` are the mean and sd, in percentage points, of the
+annualized spread (1/q)^4 - (1+r)^4 over quarters in which the country borrows (b' < 0);
+``mean_debt_to_output`` is the mean of -b'/y, in percent of quarterly output, over quarters with
+market access.
+
+Memory: the repay step forms u(y + b - q b') on (y, b, b'), n_b² n_y values (3.2 M at the
+defaults); XLA keeps it as one temporary, about 30 MiB a point in float64 and 16 MiB in float32.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
+
+from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
+
+QUARTERS_PER_YEAR = 4
+
+
+class ArellanoParams(NamedTuple):
+    beta: jax.Array  # quarterly discount factor β
+    gamma: jax.Array  # coefficient of relative risk aversion γ
+    r: jax.Array  # quarterly risk-free rate
+    rho: jax.Array  # persistence of log income
+    sigma_y: jax.Array  # standard deviation of the innovation to log income
+    theta: jax.Array  # probability of re-entering credit markets each period after a default
+    default_cost: jax.Array  # κ in h(y) = min(κ E[y], y)
+
+
+class Economy(NamedTuple):
+    """Grids and transition of one parameter point."""
+
+    bond_grid: jax.Array  # (n_b,) asset positions b; negative is debt
+    log_income: jax.Array  # (n_y,) Tauchen grid of log y
+    income: jax.Array  # (n_y,) y
+    income_in_default: jax.Array  # (n_y,) h(y)
+    transition: jax.Array  # (n_y, n_y) P[y, y']
+    zero_debt: int  # index of b = 0 in bond_grid (static)
+
+
+class Equilibrium(NamedTuple):
+    value_repay: jax.Array  # v_c (n_b, n_y)
+    value_default: jax.Array  # v_d (n_y,)
+    bond_price: jax.Array  # q (n_b', n_y)
+
+
+def bond_grid(b_min: float, b_max: float, n_b: int) -> np.ndarray:
+    return np.linspace(b_min, b_max, n_b)
+
+
+def zero_debt_index(grid: np.ndarray) -> int:
+    """Index of the grid point nearest b = 0, where a country re-enters after default.
+
+    The default grid (251 points on [-0.45, 0.45]) holds 0 exactly; other grids use the nearest.
+    """
+    return int(np.argmin(np.abs(grid)))
+
+
+def tauchen(rho, sigma, n: int, n_std: float, dtype=jnp.float64):
+    """Tauchen (1986) discretization of x' = ρ x + σ ε on n evenly spaced points.
+
+    The grid spans ±n_std unconditional standard deviations, σ / sqrt(1 - ρ²). Each row of P
+    gives the normal mass of the interval around every grid point (the end points take the
+    tails). Traceable in ρ and σ; returns (grid, P).
+    """
+    rho = jnp.asarray(rho, dtype)
+    sigma = jnp.asarray(sigma, dtype)
+    half_width = n_std * sigma / jnp.sqrt(1 - rho**2)
+    grid = jnp.linspace(-half_width, half_width, n, dtype=dtype)
+    step = grid[1] - grid[0]
+    # z[i, j]: standardized distance from the conditional mean ρ x_i to the point x_j.
+    z = (grid[None, :] - rho * grid[:, None]) / sigma
+    upper = z + step / (2 * sigma)
+    lower = z - step / (2 * sigma)
+    # Mass of (lower, upper), taken in the tail nearer zero so that far-tail masses keep their
+    # relative precision in float32 (Φ(a) - Φ(b) with both near 1 cancels).
+    interior = jnp.where(z > 0, ndtr(-lower) - ndtr(-upper), ndtr(upper) - ndtr(lower))
+    first = ndtr(upper[:, :1])
+    last = ndtr(-lower[:, -1:])
+    transition = jnp.concatenate([first, interior[:, 1:-1], last], axis=1)
+    return grid, transition
+
+
+def stationary_distribution(transition):
+    """π with π P = π, Σ π = 1, by a linear solve (traceable)."""
+    n = transition.shape[0]
+    ones = jnp.ones((n, n), transition.dtype)
+    # (I - Pᵀ + 1 1ᵀ) π = 1 has the stationary distribution as its unique solution.
+    lhs = jnp.eye(n, dtype=transition.dtype) - transition.T + ones
+    return jnp.linalg.solve(lhs, jnp.ones(n, transition.dtype))
+
+
+def crra(c, gamma):
+    """u(c) = (c^(1-γ) - 1) / (1 - γ), and log c at γ = 1; -inf where c ≤ 0."""
+    feasible = c > 0
+    c_safe = jnp.where(feasible, c, 1.0)
+    log_c = jnp.log(c_safe)
+    one_minus_gamma = 1 - gamma
+    near_log = jnp.abs(one_minus_gamma) < 1e-6
+    power = jnp.expm1(one_minus_gamma * log_c) / jnp.where(near_log, 1.0, one_minus_gamma)
+    u = jnp.where(near_log, log_c, power)
+    return jnp.where(feasible, u, -jnp.inf)
+
+
+def make_economy(params: ArellanoParams, static) -> Economy:
+    dtype = static["dtype"]
+    grid_np = bond_grid(static["b_min"], static["b_max"], static["n_b"])
+    log_income, transition = tauchen(params.rho, params.sigma_y, static["n_y"], static["tauchen_m"], dtype)
+    income = jnp.exp(log_income)
+    # E[y] under the stationary distribution of the discretized chain: the mean income of the
+    # economy actually solved.
+    mean_income = stationary_distribution(transition) @ income
+    return Economy(
+        bond_grid=jnp.asarray(grid_np, dtype),
+        log_income=log_income,
+        income=income,
+        income_in_default=jnp.minimum(params.default_cost * mean_income, income),
+        transition=transition,
+        zero_debt=zero_debt_index(grid_np),
+    )
+
+
+def repay_objective(eq: Equilibrium, econ: Economy, params: ArellanoParams):
+    """u(y + b - q(b', y) b') + β E[v(b', y') | y] on (y, b, b'), before the max over b'.
+
+    The choice b' is the last (contiguous) axis, so the max is a reduction along memory; with
+    b' in the middle, small income grids ran several times slower on CPU.
+    """
+    value = jnp.maximum(eq.value_repay, eq.value_default[None, :])
+    continuation = econ.transition @ value.T  # (y, b'): Σ_y' P(y, y') v(b', y')
+    cost = (eq.bond_price * econ.bond_grid[:, None]).T  # (y, b'): q(b', y) b'
+    consumption = econ.income[:, None, None] + econ.bond_grid[None, :, None] - cost[:, None, :]
+    return crra(consumption, params.gamma) + params.beta * continuation[:, None, :]
+
+
+def bellman_step(eq: Equilibrium, econ: Economy, params: ArellanoParams) -> Equilibrium:
+    """One joint update of (v_c, v_d, q); q is priced off the updated default decision."""
+    value_repay = jnp.max(repay_objective(eq, econ, params), axis=2).T
+    value = jnp.maximum(eq.value_repay, eq.value_default[None, :])
+    reentry = value[econ.zero_debt]
+    value_default = crra(econ.income_in_default, params.gamma) + params.beta * econ.transition @ (
+        params.theta * reentry + (1 - params.theta) * eq.value_default
+    )
+    return Equilibrium(value_repay, value_default, bond_price(value_repay, value_default, econ, params))
+
+
+def default_decision(value_repay, value_default):
+    """d(b, y): default exactly where defaulting is strictly better than repaying."""
+    return value_default[None, :] > value_repay
+
+
+def bond_price(value_repay, value_default, econ: Economy, params: ArellanoParams):
+    """q(b', y) = (1 - δ(b', y)) / (1 + r), δ(b', y) = Σ_y' P(y, y') d(b', y')."""
+    repays = (~default_decision(value_repay, value_default)).astype(econ.transition.dtype)
+    # Summing the repayment mass makes q exactly 0 where default is certain; the clip removes
+    # rounding in Σ P ≈ 1 where repayment is certain.
+    repayment_probability = jnp.clip(repays @ econ.transition.T, 0, 1)
+    return repayment_probability / (1 + params.r)
+
+
+def sup_change(new: Equilibrium, old: Equilibrium):
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(n - o)) for n, o in zip(new, old)]))
+
+
+def effective_tolerance(tol: float, value_repay):
+    """tol, floored at 4 ulps of the largest |v_c|.
+
+    A change below a few ulps of the values is rounding, not progress: in float32 an absolute
+    1e-8 is below the resolution of values of order one, so the iteration could only stop by
+    luck (landing on an exact float32 fixed point). At the defaults max |v_c| ≈ 4, so the floor
+    is about 2e-6 in float32 and 4e-15 in float64, where it never binds.
+    """
+    ulp = jnp.finfo(value_repay.dtype).eps * jnp.max(jnp.abs(value_repay))
+    return jnp.maximum(jnp.asarray(tol, value_repay.dtype), 4 * ulp)
+
+
+def solve_equilibrium(econ: Economy, params: ArellanoParams, tol: float, max_iter: int):
+    """Iterate the joint operator from v_c = v_d = 0, q = 1/(1+r) until the sup-norm change of
+    (v_c, v_d, q) is at most ``effective_tolerance(tol, v_c)``.
+
+    Starting from zero values is backward induction from a last period: each iterate is the
+    equilibrium of a finite-horizon economy one period longer.
+    """
+    dtype = econ.income.dtype
+    n_b, n_y = econ.bond_grid.shape[0], econ.income.shape[0]
+    start = Equilibrium(
+        value_repay=jnp.zeros((n_b, n_y), dtype),
+        value_default=jnp.zeros((n_y,), dtype),
+        bond_price=jnp.full((n_b, n_y), 1.0, dtype) / (1 + params.r),
+    )
+
+    def cond(state):
+        eq, err, it = state
+        return (err > effective_tolerance(tol, eq.value_repay)) & (it < max_iter)
+
+    def body(state):
+        eq, _, it = state
+        new = bellman_step(eq, econ, params)
+        return new, sup_change(new, eq), it + 1
+
+    eq, err, it = jax.lax.while_loop(cond, body, (start, jnp.asarray(jnp.inf, dtype), jnp.int32(0)))
+    return eq, err, it
+
+
+def borrowing_policy(eq: Equilibrium, econ: Economy, params: ArellanoParams):
+    """Index of the b' chosen when repaying, on (b, y)."""
+    return jnp.argmax(repay_objective(eq, econ, params), axis=2).T.astype(jnp.int32)
+
+
+def annual_spread(q, r):
+    """Annualized yield of a bond priced q minus the annualized risk-free rate, in percent."""
+    return 100 * ((1 / q) ** QUARTERS_PER_YEAR - (1 + r) ** QUARTERS_PER_YEAR)
+
+
+def simulate(eq: Equilibrium, econ: Economy, params: ArellanoParams, periods: int, burn_in: int, seed: int):
+    """Simulate the economy for burn_in + periods quarters; return the long-run statistics.
+
+    Starts at the median income with zero debt in good standing. Each quarter an excluded country
+    re-enters with zero debt with probability θ; a country with market access defaults where
+    d(b, y) = 1 (and is then excluded that quarter), otherwise borrows b'(b, y). The draws
+    depend only on ``seed``, so every parameter point sees the same shocks.
+    """
+    dtype = econ.income.dtype
+    defaults = default_decision(eq.value_repay, eq.value_default)
+    policy = borrowing_policy(eq, econ, params)
+    cumulative = jnp.cumsum(econ.transition, axis=1)
+    # Drawn in float32 whatever the solve's dtype, so that float32 and float64 solves see the
+    # same shocks and their statistics differ only through the solution.
+    draws = jax.random.uniform(jax.random.PRNGKey(seed), (burn_in + periods, 2), jnp.float32)
+
+    def quarter(state, draw):
+        y_i, b_i, excluded = state
+        reenters = excluded & (draw[0] < params.theta)
+        b_i = jnp.where(reenters, econ.zero_debt, b_i)
+        in_market = ~excluded | reenters
+        defaults_now = in_market & defaults[b_i, y_i]
+        borrows = in_market & ~defaults_now
+        b_next = jnp.where(borrows, policy[b_i, y_i], econ.zero_debt)
+        b_next_level = econ.bond_grid[b_next]
+        record = (
+            defaults_now,
+            borrows & (b_next_level < 0),
+            eq.bond_price[b_next, y_i],
+            jnp.where(borrows, -b_next_level / econ.income[y_i], 0.0),
+            borrows,
+        )
+        # Next income: the first y' whose cumulative probability exceeds the draw.
+        y_next = jnp.minimum(jnp.sum(cumulative[y_i] < draw[1]), econ.income.shape[0] - 1).astype(jnp.int32)
+        return (y_next, b_next, excluded & ~reenters | defaults_now), record
+
+    start = (jnp.int32(econ.income.shape[0] // 2), jnp.int32(econ.zero_debt), jnp.bool_(False))
+    _, (default_events, indebted, price, debt_ratio, borrows) = jax.lax.scan(quarter, start, draws)
+    default_events, indebted, price, debt_ratio, borrows = (
+        x[burn_in:] for x in (default_events, indebted, price, debt_ratio, borrows)
+    )
+
+    spread = annual_spread(jnp.where(indebted, price, 1 / (1 + params.r)), params.r)
+    n_indebted = jnp.maximum(jnp.sum(indebted), 1)
+    mean_spread = jnp.sum(jnp.where(indebted, spread, 0.0)) / n_indebted
+    spread_var = jnp.sum(jnp.where(indebted, (spread - mean_spread) ** 2, 0.0)) / n_indebted
+    return {
+        "default_frequency": 100 * QUARTERS_PER_YEAR * jnp.mean(default_events.astype(dtype)),
+        "mean_spread": mean_spread,
+        "spread_volatility": jnp.sqrt(spread_var),
+        "mean_debt_to_output": 100 * jnp.sum(debt_ratio) / jnp.maximum(jnp.sum(borrows), 1),
+    }
+
+
+def params_from(dynamic) -> ArellanoParams:
+    return ArellanoParams(*(dynamic[name] for name in ArellanoParams._fields))
+
+
+def solve(dynamic, static):
+    params = params_from(dynamic)
+    econ = make_economy(params, static)
+    eq, err, it = solve_equilibrium(econ, params, static["tol"], static["max_iter"])
+    stats = simulate(eq, econ, params, static["sim_periods"], static["sim_burn_in"], static["seed"])
+    return {
+        "value_repay": eq.value_repay,
+        "value_default": eq.value_default,
+        "bond_price": eq.bond_price,
+        "default_policy": default_decision(eq.value_repay, eq.value_default),
+        "log_income": econ.log_income,
+        **stats,
+        "iterations": it,
+        "error": err,
+        "converged": err <= effective_tolerance(static["tol"], eq.value_repay),
+    }
+
+
+def coords(static):
+    grid = bond_grid(static["b_min"], static["b_max"], static["n_b"])
+    return {"b": grid, "b_next": grid, "y_index": np.arange(static["n_y"])}
+
+
+MODEL = Model(
+    name="arellano",
+    doc="Arellano (2008) sovereign default: joint iteration on the values of repaying and "
+    "defaulting and the bond price, then a long simulation.",
+    parameters=(
+        Parameter("beta", "float", 0.953, bounds=(0.0, 0.9999), doc="quarterly discount factor β"),
+        Parameter("gamma", "float", 2.0, bounds=(0.05, 20.0), doc="relative risk aversion γ (CRRA)"),
+        Parameter("r", "float", 0.017, bounds=(0.0, 0.5), doc="quarterly risk-free rate", unit="per quarter"),
+        Parameter("rho", "float", 0.945, bounds=(-0.999, 0.999), doc="persistence of log income"),
+        Parameter("sigma_y", "float", 0.025, bounds=(1e-4, 0.5), doc="sd of the log-income innovation"),
+        Parameter("theta", "float", 0.282, bounds=(0.0, 1.0), doc="quarterly re-entry probability after default"),
+        Parameter("default_cost", "float", 0.969, bounds=(0.0, 1.0),
+                  doc="κ: output in default is min(κ E[y], y)"),
+        Parameter("n_y", "int", 51, role="shape", bounds=(3, 2001), doc="income states (Tauchen)"),
+        Parameter("n_b", "int", 251, role="shape", bounds=(3, 20001), doc="bond grid points"),
+        Parameter("b_min", "float", -0.45, role="shape", bounds=(None, 0.0), doc="lowest bond position (most debt)"),
+        Parameter("b_max", "float", 0.45, role="shape", bounds=(0.0, None), doc="highest bond position"),
+        Parameter("tauchen_m", "float", 3.0, role="static", bounds=(0.5, 10.0),
+                  doc="income grid half-width in unconditional sds"),
+        Parameter("tol", "float", 1e-8, role="static", bounds=(0.0, None),
+                  doc="sup-norm tolerance on the change of (v_c, v_d, q)"),
+        Parameter("max_iter", "int", 2_000, role="static", bounds=(1, 1_000_000), doc="iteration cap"),
+        Parameter("sim_periods", "int", 200_000, role="static", bounds=(1, 100_000_000),
+                  doc="simulated quarters used for the statistics"),
+        Parameter("sim_burn_in", "int", 1_000, role="static", bounds=(0, 100_000_000),
+                  doc="simulated quarters dropped first"),
+        Parameter("seed", "int", 0, role="static", bounds=(0, 2**31 - 1), doc="seed of the simulation draws"),
+    ),
+    outputs=(
+        Output("value_repay", ("b", "y_index"), "float", "v_c(b, y): value of repaying"),
+        Output("value_default", ("y_index",), "float", "v_d(y): value of defaulting"),
+        Output("bond_price", ("b_next", "y_index"), "float", "q(b', y): price of a bond paying 1 next quarter"),
+        Output("default_policy", ("b", "y_index"), "bool", "d(b, y): the government defaults"),
+        Output("log_income", ("y_index",), "float", "log y at each income index (Tauchen grid of this point)"),
+        Output("default_frequency", (), "float", "defaults per year in the simulation", "percent per year"),
+        Output("mean_spread", (), "float", "mean annualized spread over indebted quarters", "percentage points"),
+        Output("spread_volatility", (), "float", "sd of the annualized spread over indebted quarters",
+               "percentage points"),
+        Output("mean_debt_to_output", (), "float", "mean of -b'/y over quarters with market access",
+               "percent of quarterly output"),
+        *DIAGNOSTICS,
+    ),
+    solve=solve,
+    coords=coords,
+    dim_units={"b": "units of output", "b_next": "units of output", "y_index": "index"},
+)
