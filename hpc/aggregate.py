@@ -24,6 +24,7 @@ def aggregate(plan_file: str | Path, output: str | Path | None = None) -> dict:
         "digest": plan.digest,
         "points": plan.n_points,
         "shards": plan.n_shards,
+        "failed": sum(m.get("failed", 0) for m in markers.values()),
         "non_finite": sum(m.get("non_finite", 0) for m in markers.values()),
         "not_converged": sum(m.get("not_converged", 0) for m in markers.values()),
         "compute_s": round(sum(m.get("duration_s", 0.0) for m in markers.values()), 3),
@@ -33,5 +34,5 @@ def aggregate(plan_file: str | Path, output: str | Path | None = None) -> dict:
     if output:
         write_atomic(output, json.dumps(summary, indent=1))
     print(f"sweep {plan.name}: {plan.n_points} points from {plan.n_shards} shards aggregated "
-          f"({summary['non_finite']} non-finite, {summary['not_converged']} not converged)", file=sys.stderr)
+          f"({summary['failed']} failed, {summary['non_finite']} non-finite, {summary['not_converged']} not converged)", file=sys.stderr)
     return summary

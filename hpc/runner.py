@@ -62,6 +62,10 @@ def static_keys(model: Model, table: dict[str, np.ndarray], n: int) -> list[tupl
     return [tuple(_plain(v) for v in key) for key in zip(*(table[s] for s in names))]
 
 
+class ModelError(Exception):
+    """The model raised while being traced or compiled for one set of static values."""
+
+
 class MeshSolver:
     """``jit(shard_map(vmap(solve)))`` over a 1-D mesh of all devices, one per static group."""
 
@@ -101,7 +105,13 @@ class MeshSolver:
 
         sharding = NamedSharding(self.mesh, P("points"))
         args = {name: jax.make_array_from_process_local_data(sharding, value) for name, value in dynamic.items()}
-        out = self._solver(key)(args)
+        function = self._solver(key)
+        if not isinstance(function, jax.stages.Compiled):
+            try:  # a model's own error shows here; a failure at run time (memory, device) is not caught
+                function = self._compiled[key] = function.lower(args).compile()
+            except Exception as exc:
+                raise ModelError(f"{type(exc).__name__}: {exc}") from exc
+        out = function(args)
         return {name: _local_rows(value) for name, value in out.items()}
 
 
@@ -113,14 +123,16 @@ def _local_rows(array) -> np.ndarray:
 
 def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precision: str, batch_size: int,
                  progress: Callable[[int, int], None] | None = None, *, solver: MeshSolver | None = None,
-                 group_steps: dict[tuple, int] | None = None) -> dict[str, np.ndarray]:
+                 group_steps: dict[tuple, int] | None = None, errors: dict | None = None) -> dict[str, np.ndarray]:
     """Solve the model at this process's ``n`` points (``swept`` maps names to ``n`` values),
     ``batch_size`` points per device per step.
 
     With several processes, ``group_steps`` (static key -> number of steps, the same on every
     process) keeps them in lockstep; a process with fewer points pads with its own or, when it
     has none in a group, skips nothing: it feeds copies of the group's first point (``fixed``
-    values) and discards the results. Returns every output with a leading axis of length ``n``.
+    values) and discards the results. Returns every output with a leading axis of length ``n``,
+    and ``failed``: points whose static group the model could not be built for (the model raised);
+    their messages go into ``errors`` (static key -> message) when given.
     """
     n = len(next(iter(swept.values()))) if swept else 1
     solver = solver or MeshSolver(model, precision, batch_size)
@@ -136,10 +148,11 @@ def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precis
     filler = group_fillers(model, fixed, swept)
 
     results: dict[str, np.ndarray] = {}
+    failures: dict[tuple, str] = {}
     done = 0
     for key in sorted(group_steps, key=repr):
         idx_all = np.asarray(members.get(key, []), dtype=int)
-        for step in range(group_steps[key]):
+        for step in range(group_steps[key]) if key not in failures else ():
             idx = idx_all[step * solver.process_batch:(step + 1) * solver.process_batch]
             args = {}
             for p in dynamic:
@@ -150,7 +163,11 @@ def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precis
                 else:
                     values = np.full(solver.process_batch, filler.get(key, {}).get(p.name, fixed.get(p.name)))
                 args[p.name] = values.astype(dt)
-            out = solver(key, args)
+            try:
+                out = solver(key, args)
+            except ModelError as exc:
+                failures[key] = str(exc)  # every process fails alike: the same code and static values
+                break
             for name, value in out.items():
                 if name not in results:
                     results[name] = np.empty((n,) + value.shape[1:], value.dtype)
@@ -158,6 +175,26 @@ def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precis
             done += len(idx)
             if progress and len(idx):
                 progress(done, n)
+    failed = np.zeros(n, bool)
+    for key, message in failures.items():
+        members_of_key = np.asarray(members.get(key, []), dtype=int)
+        failed[members_of_key] = True
+        if errors is not None and len(members_of_key):
+            errors[key] = message
+    results["failed"] = failed
+    return fill_failed(model, fixed, results, n, precision)
+
+
+def fill_failed(model: Model, fixed: dict, results: dict, n: int, precision: str) -> dict:
+    """Failed points get fill values (NaN, 0, False) in every output, never a number."""
+    sizes = {dim: len(values) for dim, values in model.coords(fixed).items()}
+    failed = results["failed"]
+    for out in model.outputs:
+        dtype = store.output_dtype(out.dtype, precision)
+        if out.name not in results:
+            results[out.name] = np.full((n,) + tuple(sizes[d] for d in out.dims), store.fill_value(dtype), dtype)
+        elif failed.any():
+            results[out.name][failed] = store.fill_value(dtype)
     return results
 
 
@@ -238,7 +275,8 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
     def progress(done: int, total: int) -> None:
         _log(f"shard {shard}: {done}/{total} points ({100 * done / total:.0f}%), {time.time() - started:.1f} s")
 
-    summary = {"non_finite": 0, "not_converged": 0}
+    summary = {"non_finite": 0, "not_converged": 0, "failed": 0, "errors": []}
+    errors: dict[tuple, str] = {}
     if steps:
         all_flat = np.concatenate(flat) if flat else np.zeros(0, int)
         swept = plan.point_values(all_flat) if n_points else {}
@@ -246,12 +284,18 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
             # No points of our own: feed padding in lockstep with the others, write nothing.
             swept = {k: v[:0] for k, v in plan.point_values(np.zeros(1, int)).items()}
         outputs = solve_points(model, fixed, swept, plan.precision, solver.device_batch, progress,
-                               solver=solver, group_steps=steps)
+                               solver=solver, group_steps=steps, errors=errors)
         if n_points:
             finite = finite_mask(model, outputs)
-            summary["non_finite"] = int((~finite).sum())
+            failed = outputs["failed"]
+            summary["failed"] = int(failed.sum())
+            summary["non_finite"] = int((~finite & ~failed).sum())
             if "converged" in outputs:
-                summary["not_converged"] = int((~outputs["converged"].astype(bool)).sum())
+                summary["not_converged"] = int((~outputs["converged"].astype(bool) & ~failed).sum())
+            names = static_names(model)
+            summary["errors"] = [{"static": dict(zip(names, key)), "error": message} for key, message in errors.items()]
+            for item in summary["errors"]:
+                _log(f"shard {shard}: the model failed for {item['static']}: {item['error']}")
             offset = 0
             for region, points in zip(regions, flat):
                 block_shape = tuple(s.stop - s.start for s in region)
@@ -279,6 +323,8 @@ def merge_summaries(plan: Plan, shard: int, parts: list[dict]) -> dict:
         "points": plan.shard_points(shard),
         "computed": sum(p["computed"] for p in parts),
         "non_finite": sum(p["non_finite"] for p in parts),
+        "failed": sum(p.get("failed", 0) for p in parts),
+        "errors": [e for p in parts[:1] for e in p.get("errors", [])],
         "not_converged": sum(p["not_converged"] for p in parts),
         "start": min(p["start"] for p in parts),
         "end": max(p["end"] for p in parts),
@@ -316,7 +362,7 @@ def run_and_commit(plan_file: str, shard: int, marker: str | None = None) -> dic
     if part["process"] == 0:
         commit_shard(plan, shard, summary, root, marker)
         _log(f"shard {shard}: committed {summary['points']} points from {summary['processes']} processes on "
-             f"{summary['host']} in {summary['duration_s']} s ({summary['non_finite']} non-finite, "
-             f"{summary['not_converged']} not converged)")
+             f"{summary['host']} in {summary['duration_s']} s ({summary['failed']} failed, "
+             f"{summary['non_finite']} non-finite, {summary['not_converged']} not converged)")
     distributed.barrier(launch, f"shard-{shard}-committed")
     return summary

@@ -10,7 +10,8 @@ Nobody else builds these paths. For a sweep named NAME under the results root:
 Inside the store: one dimension per swept parameter (named and ordered as in the spec) with its
 coordinate values; zipped and sampled dimensions have an index coordinate and one coordinate per
 parameter along them; model dimensions (e.g. ``wage``) with their coordinates; one data variable
-per model output; ``point_done`` (a point's data are final) and ``finite`` per grid point;
+per model output; ``point_done`` (a point's data are final), ``finite`` and ``failed`` (the model raised) per
+grid point;
 ``shard_index`` (the plan: which shard owns each point).
 """
 
@@ -35,7 +36,7 @@ from hpc.models.base import Model
 from hpc.plan import Plan, make_plan, write_atomic
 
 RESULTS_ROOT = Path(os.environ.get("HPC_RESULTS", "results"))
-STATUS_VARS = ("point_done", "finite", "shard_index")
+STATUS_VARS = ("point_done", "finite", "failed", "shard_index")
 PACKAGES = ("hpc-sweeps", "jax", "jaxlib", "numpy", "zarr", "xarray", "snakemake", "snakemake-executor-plugin-slurm")
 
 
@@ -197,6 +198,9 @@ def _build_store(path: Path, plan: Plan, model: Model) -> None:
                   attrs={"long_name": "the point's data are written and committed", **coord_attr})
     _create_array(group, "finite", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
                   attrs={"long_name": "every output of the point is finite", **coord_attr})
+    _create_array(group, "failed", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
+                  attrs={"long_name": "the model raised for this point (its message is in the shard's marker)",
+                         **coord_attr})
     _create_array(group, "shard_index", plan.shard_of_points(), dims=plan.dims,
                   attrs={"long_name": "shard that computes the point", **coord_attr})
     group.attrs.update({
@@ -265,7 +269,8 @@ def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = Non
     if not np.all(group["point_done"][...]):
         missing = int(np.size(group["point_done"]) - np.count_nonzero(group["point_done"][...]))
         raise RuntimeError(f"{missing} points of {plan.name} are not committed; rerun the sweep to finish them")
-    keys = ("shard", "host", "start", "end", "duration_s", "points", "processes", "devices", "non_finite", "not_converged")
+    keys = ("shard", "host", "start", "end", "duration_s", "points", "processes", "devices", "failed", "non_finite",
+            "not_converged", "errors")
     shards = [{k: markers[s].get(k) for k in keys} for s in sorted(markers)]
     group.attrs.update({"shards": shards, "completed": now_iso()})
     with warnings.catch_warnings():  # consolidated metadata is a zarr-python extension of v3; xarray reads it

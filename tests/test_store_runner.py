@@ -90,3 +90,22 @@ def test_same_name_with_another_spec_is_refused(planned):
     with pytest.raises(SpecError, match="another spec"):
         store.create_store(other, root)
     assert store.create_store(plan, root) == "kept"
+
+
+def test_points_the_model_raises_for_are_recorded_failed_and_the_rest_kept(tmp_path, monkeypatch):
+    from hpc import models
+
+    monkeypatch.setitem(models._MODULES, "faulty", "faulty_model")
+    spec = parse_spec({"name": "faulty", "model": "faulty", "sweep": {"x": [0.1, 0.2, 0.3], "variant": ["fine", "broken"]},
+                       "shards": 1})
+    plan = make_plan(spec)
+    store.create_store(plan, tmp_path)
+    summary = merge_summaries(plan, 0, [run_shard(plan, 0, tmp_path)])
+    commit_shard(plan, 0, summary, tmp_path)
+    assert summary["failed"] == 3 and summary["non_finite"] == 0
+    assert summary["errors"] == [{"static": {"variant": "broken"}, "error": "NotImplementedError: variant 'broken' has no solver"}]
+    ds = xr.open_zarr(store.store_path("faulty", tmp_path), consolidated=False)
+    assert ds["point_done"].all()
+    np.testing.assert_array_equal(ds["failed"].values, [[False, True]] * 3)
+    assert np.isnan(ds["y"].sel(variant="broken")).all()  # never a number
+    np.testing.assert_allclose(ds["y"].sel(variant="fine").values[:, 0], np.sin([0.1, 0.2, 0.3]), rtol=1e-6)
