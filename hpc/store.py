@@ -111,9 +111,11 @@ def _create_array(group, name, data=None, *, shape=None, dtype=None, chunks=None
     if data is not None:
         data = np.asarray(data)
         shape, dtype = data.shape, data.dtype
+    fill = fill_value(np.dtype(dtype))
+    if np.dtype(dtype).kind == "U":  # names (choice parameters): zarr v3's variable-length string type
+        dtype, fill = str, ""
     arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or shape or (1,),
-                             fill_value=fill_value(np.dtype(dtype)), dimension_names=list(dims),
-                             attributes=attrs or {})
+                             fill_value=fill, dimension_names=list(dims), attributes=attrs or {})
     if data is not None:
         arr[...] = data
     return arr
