@@ -20,7 +20,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, installed or not
 
 from hpc.errors import SpecError
-from hpc.spec import load_spec
+from hpc.spec import check_spec_path, load_spec
 from hpc import store
 
 TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
@@ -37,6 +37,7 @@ if TRAIN_FILE:
 SWEEP_FILE = (TRAIN_FILE and TRAIN.sweep_file) or config.get("sweep") or os.path.join(
     workflow.basedir, "workflow", "sweeps", "default.yaml")
 try:
+    check_spec_path(SWEEP_FILE)
     SPEC = load_spec(SWEEP_FILE)
     store.check_not_another_spec(SPEC)
 except SpecError as exc:

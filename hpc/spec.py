@@ -142,6 +142,20 @@ def check_schema(data: Any) -> None:
     raise SpecError(key or "(top level)", error.message)
 
 
+SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_./+=@%:,-]+$")
+
+
+def check_spec_path(path: str | Path, key: str = "sweep") -> None:
+    """Refuse a spec path a shell would interpret.
+
+    Snakemake hands ``--config`` values to the jobs it starts on their command lines, through a
+    shell: a path such as ``x$(cmd).yaml`` would run ``cmd``. So only plain paths are allowed.
+    """
+    if not SAFE_PATH_RE.match(str(path)):
+        raise SpecError(key, f"the path {str(path)!r} has characters a shell would interpret",
+                        "move or rename the file: letters, digits and _ . / + = @ % : , - only")
+
+
 def read_spec_file(path: str | Path) -> tuple[str, Any]:
     path = Path(path)
     if not path.is_file():

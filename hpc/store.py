@@ -271,10 +271,13 @@ def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = Non
     if not np.all(group["point_done"][...]):
         missing = int(np.size(group["point_done"]) - np.count_nonzero(group["point_done"][...]))
         raise RuntimeError(f"{missing} points of {plan.name} are not committed; rerun the sweep to finish them")
+    leftovers = list(path.rglob("*.partial"))  # from writers killed mid-write; zarr never reads them
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
     keys = ("shard", "host", "start", "end", "duration_s", "points", "processes", "devices", "failed", "non_finite",
             "not_converged", "errors")
     shards = [{k: markers[s].get(k) for k in keys} for s in sorted(markers)]
-    group.attrs.update({"shards": shards, "completed": now_iso()})
+    group.attrs.update({"shards": shards, "completed": now_iso(), "removed_partial_files": len(leftovers)})
     with warnings.catch_warnings():  # consolidated metadata is a zarr-python extension of v3; xarray reads it
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(str(path))
