@@ -5,9 +5,20 @@ SWEEP_DIR = str(store.sweep_dir(NAME))
 SHARDS = [f"{i:04d}" for i in range(SPEC.shards)]
 
 
+def _grows_with_attempt(value):
+    return lambda wildcards, attempt: value * attempt
+
+
 def shard_resources():
-    """The spec's resources override the profile's default-resources for this sweep only."""
+    """The spec's resources override the profile's default-resources for this sweep only.
+
+    Memory and time grow with the attempt, so a retry (--retries) of a job killed for running
+    out of either asks for more.
+    """
     res = dict(SPEC.resources)
+    for key in ("mem_mb", "runtime"):
+        if key in res:
+            res[key] = _grows_with_attempt(res[key])
     gpus = res.pop("gpus", 0)
     if gpus:
         res["gpu"] = gpus
