@@ -195,7 +195,8 @@ def render_slurm_conf(
             # Fast cancel/teardown in tests.
             "KillWait=2",
             "InactiveLimit=0",
-            "SlurmdTimeout=60",
+            # A dead node is declared DOWN (its jobs NODE_FAIL) within about 30 s: tests kill nodes.
+            "SlurmdTimeout=30",
             "SlurmctldTimeout=30",
             "MessageTimeout=20",
             *node_lines,

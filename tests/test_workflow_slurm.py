@@ -106,3 +106,60 @@ def test_cancelled_shard_job_is_rerun_and_the_store_completes(tmp_path, local_re
     ds = open_store(tmp_path, "cancel")
     assert ds["point_done"].all()
     assert_same_data(local_reference, ds)
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = map(int, line.split())
+        children.setdefault(pp, []).append(p)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_node_that_dies_mid_job_is_survived_by_retry(tmp_path, local_reference):
+    """kill -9 a node's slurmd and its job's processes: Slurm fails the job (NODE_FAIL), the
+    profile's retry reruns the shard elsewhere, the sweep completes; the node comes back."""
+    from hpc import cluster
+
+    spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="nodefail", shards=3, batch_size=2))
+    cmd = [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),
+           "--directory", str(tmp_path), "--config", f"sweep={spec}", "--retries", "2"]
+    before = set(subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True).stdout.split())
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    victim = node = None
+    deadline = time.time() + 120
+    while time.time() < deadline and victim is None:
+        out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %N"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            job, where = line.split()
+            if job not in before and where.startswith("n"):
+                victim, node = job, where
+        time.sleep(0.2)
+    assert victim, "no shard job started"
+    state = cluster.state_dir_path()
+    slurmd = int((state / "run" / f"slurmd-{node}.pid").read_text())
+    steps = [int(p) for p in subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{victim}\."], capture_output=True,
+                                            text=True).stdout.split()]
+    doomed = [slurmd] + [d for s in steps for d in [s, *_descendants(s)]]
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        out, _ = proc.communicate(timeout=420)
+    finally:
+        cluster.cluster_up(**cluster.cluster_status()["settings"])  # the node comes back
+    assert proc.returncode == 0, out[-3000:]
+    assert "NODE_FAIL" in out or "failed" in out.lower()
+    ds = open_store(tmp_path, "nodefail")
+    assert ds["point_done"].all()
+    assert_same_data(local_reference, ds)
+    assert cluster.cluster_status()["nodes"][node] in ("idle", "mix", "alloc")
