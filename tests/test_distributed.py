@@ -97,3 +97,23 @@ def test_a_killed_rank_fails_the_job_quickly_and_names_it(tmp_path):
     assert "was killed by signal 9" in rest and "on " in rest
     assert not (plan.parent / "shards" / "shard-0000.json").exists()
     assert not subprocess.run(["pgrep", "-f", f"hpc run-shard {plan} 0$"], capture_output=True).stdout
+
+
+BIANCHI = {"name": "bianchi-inv", "model": "bianchi", "params": {"n_b": 60, "sim_periods": 3000},
+           "sweep": {"kappa": [0.3, 0.32, 0.34], "planner": [False, True]}, "shards": 2, "batch_size": 2}
+BIANCHI_VARS = ("bond_policy", "value", "crisis_probability", "mean_debt_to_gdp", "iterations", "converged", "point_done")
+
+
+def test_bianchi_sweep_is_bitwise_the_same_on_2_processes_x_2_devices(tmp_path):
+    stores = {}
+    for label, flags in (("one", []), ("mesh", ["--tasks", "2", "--cpu-devices", "2"])):
+        workdir = tmp_path / label
+        workdir.mkdir()
+        plan = planned(workdir, BIANCHI)
+        for shard in range(2):
+            run_hpc("run-shard", plan, shard, *flags, cwd=workdir)
+        group = zarr.open_group(str(plan.parent / "sweep.zarr"), mode="r")
+        stores[label] = {v: group[v][...] for v in BIANCHI_VARS}
+    assert stores["one"]["point_done"].all() and stores["one"]["converged"].all()
+    for var in BIANCHI_VARS:
+        np.testing.assert_array_equal(stores["mesh"][var], stores["one"][var], err_msg=var)

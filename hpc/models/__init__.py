@@ -10,7 +10,10 @@ from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
 __all__ = ["Model", "Output", "Parameter", "DIAGNOSTICS", "get_model", "model_names"]
 
 _MODULES = {
+    "arellano": "hpc.models.arellano",
+    "bianchi": "hpc.models.bianchi",
     "mccall": "hpc.models.mccall",
+    "synthetic": "hpc.models.synthetic",
 }
 
 
