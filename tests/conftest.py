@@ -93,3 +93,45 @@ SMALL_MCCALL = {
 @pytest.fixture
 def small_spec(tmp_path) -> Path:
     return write_spec(tmp_path, SMALL_MCCALL)
+
+
+# ---------------------------------------------------------------- the faults table (issue 7)
+# Tests marked @pytest.mark.fault("what is injected or tried") are collected here; at the end of
+# a run that executed every one of them, docs/faults.md is rewritten from their outcomes, so the
+# table in the docs is produced by the tests and cannot drift from them.
+
+FAULTS_DOC = REPO / "docs" / "faults.md"
+_fault_rows: list[tuple[str, str, str]] = []
+_fault_items: list = []
+
+
+def pytest_collection_modifyitems(session, config, items):
+    _fault_items[:] = [item for item in items if item.get_closest_marker("fault")]
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    for item in _fault_items:
+        if item.nodeid == report.nodeid:
+            marker = item.get_closest_marker("fault")
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            text = marker.args[0].format(**params) if params else marker.args[0]
+            expected = marker.kwargs.get("expect", "")
+            _fault_rows.append((text, expected, report.outcome, item.nodeid.split("::")[0]))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    opt = session.config.option
+    whole_suite = not opt.keyword and not opt.markexpr and [Path(a).resolve() for a in session.config.args] == [REPO / "tests"]
+    if not whole_suite or not _fault_items or len(_fault_rows) < len(_fault_items):
+        return  # a partial run (paths, -k, -m) leaves the table as it was
+    lines = ["# Faults injected and bad inputs tried", "",
+             "Written by the test suite (tests/conftest.py) from the outcome of every test marked `fault`;",
+             "rerun `make test` to refresh it.", "",
+             "| fault or input | what must happen | result | test file |", "|---|---|---|---|"]
+    for text, expected, outcome, path in _fault_rows:
+        cell = text.replace("|", "\\|").replace("\n", "\\n")
+        lines.append(f"| {cell} | {expected} | {outcome} | {path} |")
+    FAULTS_DOC.parent.mkdir(exist_ok=True)
+    FAULTS_DOC.write_text("\n".join(lines) + "\n")

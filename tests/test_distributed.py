@@ -71,6 +71,7 @@ def test_dask_backend_on_a_local_cluster_is_bitwise_one_process(tmp_path, refere
     assert len(list((plan.parent / "shards").glob("*.json"))) == 3
 
 
+@pytest.mark.fault('one rank of a 2-process shard killed', expect='job fails within seconds naming rank and host; no marker')
 def test_a_killed_rank_fails_the_job_quickly_and_names_it(tmp_path):
     # Slow points (synthetic model: 2e8 logistic steps each) so the ranks are caught mid-solve.
     plan = planned(tmp_path, {"name": "die", "model": "synthetic", "params": {"steps": 200_000_000},

@@ -71,6 +71,7 @@ BAD = [
 ]
 
 
+@pytest.mark.fault('bad spec: {label}', expect='refused before anything runs, message names the key')
 @pytest.mark.parametrize("label,data,key,fragment", BAD, ids=[b[0] for b in BAD])
 def test_bad_spec_is_rejected_with_key_and_hint(label, data, key, fragment):
     with pytest.raises(SpecError) as info:
@@ -79,6 +80,7 @@ def test_bad_spec_is_rejected_with_key_and_hint(label, data, key, fragment):
     assert fragment in info.value.one_line()
 
 
+@pytest.mark.fault('bad spec: malformed YAML', expect='refused, message names the line')
 def test_malformed_yaml_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nmodel: mccall\nsweep: {c: [1, 2\n")
@@ -123,6 +125,7 @@ def test_points_per_shard_and_digest():
     assert parse_spec(GOOD).digest() != parse_spec(with_(params={"tol": 1e-5})).digest()
 
 
+@pytest.mark.fault('bad spec: 10^7+ points', expect='refused before the grid is built')
 def test_max_points_is_checked_before_building_the_grid():
     side = int(math.isqrt(MAX_POINTS)) + 10
     with pytest.raises(SpecError, match="more than the"):

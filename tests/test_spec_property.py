@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,12 +49,14 @@ def check(data) -> None:
             assert all(not isinstance(v, float) or math.isfinite(v) for v in vals)
 
 
+@pytest.mark.fault('bad spec: 400 random mappings (hypothesis)', expect='a Spec or one SpecError, never a crash')
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(keys, values, max_size=6))
 def test_arbitrary_mappings_are_accepted_or_refused_cleanly(data):
     check(data)
 
 
+@pytest.mark.fault('bad spec: 400 random near-valid specs (hypothesis)', expect='accepted specs are sane, others refused cleanly')
 @settings(max_examples=400, deadline=None)
 @given(plausible)
 def test_plausible_specs_are_accepted_or_refused_cleanly(data):

@@ -57,6 +57,7 @@ def test_shards_fill_the_store_with_the_direct_solution(planned):
     assert all(s["host"] and s["duration_s"] > 0 for s in ds.attrs["shards"])
 
 
+@pytest.mark.fault('shard killed after its first chunk', expect='rerun computes only the missing chunks')
 def test_interrupted_shard_resumes_only_missing_chunks(planned):
     plan, root = planned
     chunk_ids = list(plan.shard_chunk_ids(1))
@@ -69,6 +70,7 @@ def test_interrupted_shard_resumes_only_missing_chunks(planned):
     assert run_shard(plan, 1, root)["computed"] == 0  # a committed shard is not recomputed
 
 
+@pytest.mark.fault('marker before every chunk is committed', expect='refused')
 def test_marker_refused_until_every_chunk_is_committed(planned):
     plan, root = planned
     with pytest.raises(RuntimeError, match="not committed"):
@@ -76,6 +78,7 @@ def test_marker_refused_until_every_chunk_is_committed(planned):
     assert not store.marker_path(plan.name, 0, root).exists()
 
 
+@pytest.mark.fault('stale completion marker from an older spec', expect='ignored; the shard is not counted done')
 def test_stale_marker_from_another_plan_is_not_trusted(planned):
     plan, root = planned
     write_atomic(store.marker_path(plan.name, 0, root), json.dumps({"digest": "0000", "shard": 0}))
@@ -84,6 +87,7 @@ def test_stale_marker_from_another_plan_is_not_trusted(planned):
         aggregate(store.plan_path(plan.name, root))
 
 
+@pytest.mark.fault('changed spec under an existing name', expect='refused, store untouched')
 def test_same_name_with_another_spec_is_refused(planned):
     plan, root = planned
     other = make_plan(parse_spec(dict(SMALL_MCCALL, params={"n_wages": 31})))
@@ -92,6 +96,7 @@ def test_same_name_with_another_spec_is_refused(planned):
     assert store.create_store(plan, root) == "kept"
 
 
+@pytest.mark.fault('the model raises for some points', expect='those points stored as failed with the error; the rest kept')
 def test_points_the_model_raises_for_are_recorded_failed_and_the_rest_kept(tmp_path, monkeypatch):
     from hpc import models
 

@@ -43,6 +43,7 @@ def test_local_sweep_end_to_end_and_rerun_does_nothing(tmp_path, small_spec):
     assert xr.open_zarr(out / "sweep.zarr").sizes["wage"] == 21
 
 
+@pytest.mark.fault('bad spec through snakemake', expect='one-line error, exit != 0, nothing written')
 def test_bad_spec_stops_the_workflow_before_anything_is_written(tmp_path):
     spec = write_spec(tmp_path, dict(SMALL_MCCALL, sweep={"beta": [0.9, 1.5]}))
     result = run_snakemake(tmp_path, "--config", f"sweep={spec}", check=False)
@@ -70,6 +71,7 @@ def test_dry_run_lists_one_shard_job_per_shard_with_resources(tmp_path, small_sp
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.fault('Snakemake controller killed (SIGKILL) mid-sweep', expect='rerun finishes; no point computed twice; bitwise equal')
 def test_killed_controller_resumes_only_unfinished_shards(tmp_path):
     spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="mccall-kill", shards=6))
     cmd = [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),

@@ -74,6 +74,7 @@ def _squeue_running() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+@pytest.mark.fault('scancel of a running shard job', expect='rerun finishes; finished shards not rerun; bitwise equal')
 def test_cancelled_shard_job_is_rerun_and_the_store_completes(tmp_path, local_reference):
     # A shard job runs for seconds (Snakemake's job step, JAX's start, the solve): long enough to catch.
     spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="cancel", shards=3, batch_size=2))
@@ -122,6 +123,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.fault('a node dies mid-job (kill -9 slurmd and its steps)', expect='retry completes the sweep; bitwise equal; node comes back')
 def test_a_node_that_dies_mid_job_is_survived_by_retry(tmp_path, local_reference):
     """kill -9 a node's slurmd and its job's processes: Slurm fails the job (NODE_FAIL), the
     profile's retry reruns the shard elsewhere, the sweep completes; the node comes back."""

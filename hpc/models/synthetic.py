@@ -34,7 +34,7 @@ MODEL = Model(
     parameters=(
         Parameter("x0", "float", 0.3, bounds=(0.0, 1.0), doc="starting point"),
         Parameter("r", "float", 3.9, bounds=(0.0, 4.0), doc="logistic map parameter"),
-        Parameter("steps", "int", 1000, role="static", bounds=(1, 10**12), doc="iterations per point"),
+        Parameter("steps", "int", 1000, role="static", bounds=(1, 2**31 - 1), doc="iterations per point (a 32-bit loop count)"),
     ),
     outputs=(Output("state", (), "float", "x after the iterations"), *DIAGNOSTICS),
     solve=solve,

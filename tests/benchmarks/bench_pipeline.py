@@ -83,16 +83,19 @@ def main() -> None:
     shard_seconds = 5.0 if args.quick else args.shard_seconds
 
     per_step = seconds_per_step(POINTS_PER_SHARD)
-    steps = max(1, int(shard_seconds / per_step))
-    print(f"calibration: {per_step * 1e9:.1f} ns per step for {POINTS_PER_SHARD} points; "
-          f"{steps:,} steps for about {shard_seconds:.0f} s of compute per shard")
+    needed = shard_seconds / per_step
+    batches = max(1, int(np.ceil(needed / 1e9)))  # the loop count is 32-bit: more batches instead
+    steps = max(1, int(needed / batches))
+    points_per_shard = POINTS_PER_SHARD * batches
+    print(f"calibration: {per_step * 1e9:.1f} ns per step for a batch of {POINTS_PER_SHARD} points; "
+          f"{batches} batches of {steps:,} steps for about {shard_seconds:.0f} s of compute per shard")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         spec = tmp / "bench.yaml"
         spec.write_text(yaml.safe_dump({
             "name": "pipeline-bench", "model": "synthetic", "params": {"steps": steps},
-            "sweep": {"x0": {"linspace": [0.1, 0.9, POINTS_PER_SHARD * args.shards]}}, "shards": args.shards,
+            "sweep": {"x0": {"linspace": [0.1, 0.9, points_per_shard * args.shards]}}, "shards": args.shards,
             "batch_size": POINTS_PER_SHARD}))
         local = tmp / "local"
         local.mkdir()
