@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from typing import Callable, Iterable
@@ -310,6 +311,8 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
         "end": ended,
         "duration_s": round(ended - started, 3),
         "host": distributed.node_name(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
         "process": jax.process_index(),
         "devices": [str(d) for d in jax.local_devices()],
     })
@@ -331,6 +334,8 @@ def merge_summaries(plan: Plan, shard: int, parts: list[dict]) -> dict:
         "duration_s": round(max(p["end"] for p in parts) - min(p["start"] for p in parts), 3),
         "host": ",".join(hosts),
         "processes": len(parts),
+        "job_id": parts[0].get("job_id"),
+        "slurm_restart_count": parts[0].get("slurm_restart_count", 0),
         "devices": sum(len(p["devices"]) for p in parts),
         "per_process": parts,
     }

@@ -274,8 +274,8 @@ def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = Non
     leftovers = list(path.rglob("*.partial"))  # from writers killed mid-write; zarr never reads them
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
-    keys = ("shard", "host", "start", "end", "duration_s", "points", "processes", "devices", "failed", "non_finite",
-            "not_converged", "errors")
+    keys = ("shard", "host", "start", "end", "duration_s", "points", "computed", "processes", "devices", "failed",
+            "non_finite", "not_converged", "errors", "job_id", "slurm_restart_count", "per_process")
     shards = [{k: markers[s].get(k) for k in keys} for s in sorted(markers)]
     group.attrs.update({"shards": shards, "completed": now_iso(), "removed_partial_files": len(leftovers)})
     with warnings.catch_warnings():  # consolidated metadata is a zarr-python extension of v3; xarray reads it

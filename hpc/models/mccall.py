@@ -101,7 +101,7 @@ def solve(dynamic, static):
 
 
 def coords(static):
-    return {"wage": _static_arrays(static)[0]}
+    return {"wage": wage_grid(static["w_min"], static["w_max"], static["n_wages"])}
 
 
 MODEL = Model(

@@ -1,0 +1,182 @@
+"""`hpc status`: shards done, running, pending and failed, throughput and time left, `--watch`."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from hpc import status, store
+from hpc.aggregate import aggregate
+from hpc.runner import commit_shard, merge_summaries, run_shard
+from hpc.spec import parse_spec
+
+from conftest import PYTHON, REPO, SMALL_MCCALL, cluster_test, run_hpc, write_spec
+
+FOUR_SHARDS = dict(SMALL_MCCALL, name="four", sweep={"c": {"linspace": [15, 30, 8]}}, shards=4)
+
+
+def plan_and_run(root, data, shards=()):
+    spec = parse_spec(data, yaml.safe_dump(data, sort_keys=False))
+    plan, _ = store.plan_sweep(spec, store.plan_path(spec.name, root))
+    for shard in shards:
+        commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, root)]), root)
+    return plan
+
+
+def job(shard, state, job_id, workdir, submit=None, start=None, nodes="n1", reason="None"):
+    now = time.time()
+    return {"job_id": str(job_id), "job_name": "3a1c4737-afad-4e72-bcef-124618cd90a9",
+            "comment": f"rule_run_shard_wildcards_{shard:04d}", "state": state, "submit": submit or now,
+            "start": start, "end": None, "nodes": nodes, "reason": reason, "workdir": str(workdir)}
+
+
+@pytest.fixture(scope="module")
+def half_done(tmp_path_factory):
+    """A sweep of four shards, two of them committed (0 and 2), not aggregated."""
+    root = tmp_path_factory.mktemp("w") / "results"
+    plan_and_run(root, FOUR_SHARDS, shards=[0, 2])
+    return root
+
+
+def test_states_from_slurm_queue(half_done):
+    workdir = half_done.parent
+    jobs = [
+        job(1, "FAILED", 11, workdir, start=time.time() - 30),
+        job(1, "RUNNING", 15, workdir, start=time.time() - 10, nodes="n2"),  # the retry: the latest job counts
+        job(3, "PENDING", 16, workdir, reason="Resources"),
+        job(3, "RUNNING", 99, "/elsewhere"),  # another workflow's directory
+        job(7, "RUNNING", 98, workdir),  # no such shard in this plan
+        dict(job(2, "RUNNING", 97, workdir), comment="rule_aggregate"),
+    ]
+    st = status.sweep_status("four", half_done, jobs=jobs)
+    assert st["shard_counts"] == {"done": 2, "running": 1, "pending": 1, "failed": 0}
+    assert [s["state"] for s in st["shards"]] == ["done", "running", "done", "pending"]
+    running = st["shards"][1]
+    assert running["job_id"] == "15" and running["attempts"] == 2 and running["host"] == "n2"
+    assert st["points_done"] == 4 and st["points_total"] == 8 and st["slurm_jobs"] == 3
+    assert st["throughput"] > 0 and st["eta_s"] > 0 and not st["aggregated"]
+    text = status.format_status(st)
+    assert "2/4 shards done, 4/8 points done" in text
+    assert "shards: 2 done, 1 running, 1 pending, 0 failed" in text
+    assert "shard 0001 running on n2 (job 15)" in text and "shard 0003 pending (Resources)" in text
+    assert "left" in text and "\x1b" not in text and "[#" not in text
+
+    jobs[1] = job(1, "TIMEOUT", 15, workdir, start=time.time() - 10)
+    st = status.sweep_status("four", half_done, jobs=jobs)
+    assert st["shards"][1]["state"] == "failed" and not st["stopped"]  # shard 3 is still queued
+    assert "shard 0001 FAILED (job 15 TIMEOUT, attempt 2; log " in status.format_status(st)
+    jobs[2] = job(3, "CANCELLED", 16, workdir)
+    assert status.sweep_status("four", half_done, jobs=jobs)["stopped"]
+
+
+def test_jobs_of_an_earlier_sweep_under_the_same_name_are_ignored(half_done):
+    old = job(1, "FAILED", 3, half_done.parent, submit=time.time() - 86400)
+    st = status.sweep_status("four", half_done, jobs=[old])
+    assert st["slurm_jobs"] == 0 and st["shards"][1]["state"] == "pending"
+
+
+def test_states_from_logs_without_a_scheduler(half_done, tmp_path):
+    root = tmp_path / "results"
+    import shutil
+
+    shutil.copytree(half_done / "four", root / "four")
+    status.shard_log_path("four", 1, root).parent.mkdir(parents=True, exist_ok=True)
+    status.shard_log_path("four", 1, root).write_text(
+        "shard 1: n1: 2 points in 2 chunks to compute\nshard 1: 1/2 points (50%), 0.4 s\n")
+    status.shard_log_path("four", 3, root).write_text(
+        "shard 3: n1: 2 points\nTraceback (most recent call last):\nRuntimeError: shard 3: n1 failed: boom\n")
+    st = status.sweep_status("four", root, jobs=False)
+    assert [s["state"] for s in st["shards"]] == ["done", "running", "done", "failed"]
+    assert st["shards"][1]["solved"] == 1 and st["points_solved"] == 5
+    text = status.format_status(st, bar=True)
+    assert "[" + "#" * 20 + "+" * 5 + "-" * 15 + "]  62.5%" in text
+    assert "about 1 more solved by running shards" in text
+    assert f"shard 0003 FAILED (log {status.shard_log_path('four', 3, root)})" in text
+    assert st["stopped"] is False  # shard 1 still counts as running
+
+
+def test_squeue_output_is_parsed(monkeypatch):
+    out = ("120|3a1c|rule_run_shard_wildcards_0002|COMPLETED|2026-11-23T03:00:36|2026-11-23T03:00:36|"
+           "2026-11-23T03:01:09|n1|None|/tmp/a|b\n"
+           "121|3a1c|rule_run_shard_wildcards_0003|PENDING|2026-11-23T03:00:36|N/A|N/A||Resources|/tmp/x\n")
+    monkeypatch.setattr(status.shutil, "which", lambda name: "/usr/bin/squeue")
+    calls = []
+
+    def runner(cmd, **kwargs):
+        calls.append(cmd)
+        return SimpleNamespace(returncode=0, stdout=out)
+
+    first, second = status.squeue_jobs(runner)
+    assert calls[0][:4] == ["squeue", "-h", "-t", "all"]
+    assert first["workdir"] == "/tmp/a|b" and first["state"] == "COMPLETED" and first["end"] > first["start"]
+    assert second["start"] is None and second["reason"] == "Resources"
+    assert status.squeue_jobs(lambda cmd, **kw: SimpleNamespace(returncode=1, stdout="")) is None
+
+
+def test_finished_sweep_and_watch(tmp_path):
+    root = tmp_path / "results"
+    plan_and_run(root, dict(FOUR_SHARDS, name="done", shards=2), shards=[0, 1])
+    plain = io.StringIO()
+    assert status.watch("done", root, interval=0, stream=plain, max_updates=2, jobs=False) == 0
+    assert plain.getvalue().count("2/2 shards done, 8/8 points done") == 2  # not aggregated: it keeps watching
+    aggregate(store.plan_path("done", root))
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    assert status.watch("done", root, interval=0, stream=screen, jobs=False) == 0  # aggregated: it stops
+    assert screen.getvalue().startswith("\x1b[H\x1b[2J") and "[" + "#" * 40 + "] 100.0%" in screen.getvalue()
+    assert "8/8 points done, aggregated" in screen.getvalue() and "finished" in screen.getvalue()
+    out = run_hpc("status", "done", "--results", root, "--watch", "--interval", "0.1").stdout
+    assert "aggregated" in out and "\x1b" not in out
+    missing = run_hpc("status", "nope", "--results", root, check=False)
+    assert missing.returncode == 2 and "no planned sweep 'nope'" in missing.stderr
+
+
+class TestOnTheCluster:
+    pytestmark = cluster_test
+
+    def test_status_follows_a_sweep_on_the_cluster(self, slurm_cluster, tmp_path):
+        """Watch a real sweep on the emulated cluster: its shard jobs are found in Slurm's queue by
+        the comment and directory the Slurm plugin gives them, and --watch ends once aggregated."""
+        spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="watched", shards=3))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        workflow = subprocess.Popen(
+            [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),
+             "--directory", str(tmp_path), "--config", f"sweep={spec}"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        root = tmp_path / "results"
+        seen = []
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and not store.plan_path("watched", root).exists():
+                time.sleep(0.5)
+            while time.time() < deadline:
+                st = status.sweep_status("watched", root)
+                seen.append(st)
+                if st["shards_done"] == 3 or workflow.poll() is not None:
+                    break
+                time.sleep(0.5)
+            watched = subprocess.run([PYTHON, "-m", "hpc", "status", "watched", "--results", str(root), "--watch",
+                                      "--interval", "1"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                                     timeout=300)
+            _, stderr = workflow.communicate(timeout=300)
+        finally:
+            if workflow.poll() is None:
+                workflow.kill()
+        assert workflow.returncode == 0, stderr[-3000:]
+        assert watched.returncode == 0 and "3/3 shards done, 12/12 points done, aggregated" in watched.stdout
+        live = [s for s in seen if s["shards_done"] < 3 and s["slurm_jobs"]]
+        assert live, "never saw a shard job in Slurm's queue while the sweep ran"
+        assert any(r.get("job_id") and r["state"] in ("running", "pending") for s in live for r in s["shards"])
+        final = status.sweep_status("watched", root)
+        assert final["slurm_jobs"] >= 3 and final["shard_counts"]["done"] == 3
+        assert all(r["job_id"] and r["state"] == "done" for r in final["shards"])
