@@ -84,3 +84,41 @@ def test_hostile_text_inside_a_spec_is_only_data(tmp_path):
     assert not list(tmp_path.rglob("pwned*"))
     report = (tmp_path / "results" / "safe" / "report.html").read_text()
     assert "<script>alert(1)</script>" not in report  # escaped in the report
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 256 KiB that the test can grow: a results directory that fills up."""
+    import subprocess as sp
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    sp.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.fault("the disk fills up mid-shard (a 256 KiB tmpfs)",
+                   expect="shard fails naming shard, host and cause; no marker; rerun after freeing space completes")
+def test_disk_full_mid_shard_fails_cleanly_and_resumes(small_disk, tmp_path):
+    import subprocess as sp
+
+    from conftest import run_hpc
+
+    spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="full", params={"n_wages": 4000}, shards=1, batch_size=4))
+    plan = small_disk / "results" / "full" / "plan.json"
+    run_hpc("plan", spec, "--output", plan, cwd=small_disk)
+    failed = run_hpc("run-shard", plan, 0, cwd=small_disk, check=False)
+    assert failed.returncode != 0
+    assert "shard 0: process 0/1 on" in failed.stderr and "No space left on device" in failed.stderr
+    assert not (plan.parent / "shards" / "shard-0000.json").exists()
+    group = zarr.open_group(str(plan.parent / "sweep.zarr"), mode="r")
+    assert not group["point_done"][...].all()  # what was not committed stays not done
+
+    sp.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    run_hpc("run-shard", plan, 0, cwd=small_disk)
+    ds = xr.open_zarr(plan.parent / "sweep.zarr", consolidated=False)
+    assert ds["point_done"].all() and ds["converged"].all()
+    assert np.isfinite(ds["value"]).all()
