@@ -28,6 +28,7 @@ if TRAIN_FILE:
     from hpc.train.spec import load_train_spec
 
     try:
+        check_spec_path(TRAIN_FILE, "train")
         TRAIN = load_train_spec(TRAIN_FILE)
     except SpecError as exc:
         sys.stderr.write(f"Error: bad training spec {TRAIN_FILE}: {exc}\n")

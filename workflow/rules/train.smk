@@ -25,9 +25,16 @@ def train_resources():
     gpus = res.pop("gpus", 0)
     if gpus:
         res["gpu"] = gpus
+        if res.get("tasks", 1) == gpus:
+            res["tasks_per_gpu"] = 1  # one process per GPU (the plugin would otherwise ask tasks per GPU)
     if res.get("tasks", 1) > 1:
         # `hpc train run --tasks N` starts the processes itself (srun inside the job).
         res["mpi"] = "srun"
+        per_node, rest = divmod(res["tasks"], res.get("nodes", 1))
+        if per_node > 1 and not rest:
+            # As many processes on every node (Slurm would otherwise fill the first node first).
+            res["tasks_per_node"] = per_node
+            del res["tasks"]
     # Slurm sends SIGTERM this long before the time limit: the run saves a checkpoint and stops,
     # and the resubmitted job (Snakemake's retries, or Slurm's --requeue) resumes from it.
     res["slurm_extra"] = f"--signal=TERM@{TRAIN.resources['signal_s']}"
@@ -52,8 +59,7 @@ rule train:
     conda:
         JAX_ENV
     shell:
-        # Appends: a resumed attempt's log follows the interrupted one's.
-        "PYTHONPATH={REPO} {HPC} train run {input.spec:q} --marker {output.marker:q} {TRAIN_LAUNCH} 2>> {log:q}"
+        "PYTHONPATH={REPO} {HPC} train run {input.spec:q} --marker {output.marker:q} {TRAIN_LAUNCH} 2> {log:q}"
 
 
 rule train_report:

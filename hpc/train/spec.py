@@ -1,0 +1,287 @@
+"""Training specs: read the YAML a user writes, check it, and fill in the defaults.
+
+Checks run before anything is submitted: the JSON schema (workflow/schemas/train.schema.yaml)
+for the shape of the file, then the names (the sweep spec it trains on, its model's outputs and
+parameters), then the layout (the global batch over the devices). Every mistake raises one
+SpecError naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from hpc.errors import SpecError
+from hpc.models import get_model
+from hpc.spec import Spec, load_spec, read_spec_file
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "train.schema.yaml"
+DATA_FORMS = "data is {sweep: FILE, inputs: [...], target: OUTPUT} or {synthetic: {samples: N}}"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the network learns: a sweep's store, or a synthetic data set."""
+
+    kind: str  # "sweep" or "synthetic"
+    holdout: float
+    sweep_file: str | None = None  # resolved path of the sweep spec
+    sweep: Spec | None = None
+    inputs: tuple[str, ...] = ()
+    target: str | None = None
+    synthetic: dict | None = None  # samples, features, outputs, noise, seed
+
+    def normalized(self) -> dict:
+        if self.kind == "synthetic":
+            return {"synthetic": self.synthetic, "holdout": self.holdout}
+        return {"sweep_digest": self.sweep.digest(), "sweep_name": self.sweep.name, "inputs": list(self.inputs),
+                "target": self.target, "holdout": self.holdout}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A checked training spec with its defaults filled in."""
+
+    name: str
+    data: DataSpec
+    network: dict  # kind, widths, activation, dtype
+    optimizer: dict  # name, learning_rate, weight_decay, momentum, clip_norm, schedule
+    batch_size: int
+    steps: int
+    eval_every: int
+    seed: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    shard_params: bool
+    cpu_devices: int
+    resources: dict
+    path: str = ""  # the spec file
+    text: str = ""  # the spec as written
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def sweep_file(self) -> str | None:
+        return self.data.sweep_file
+
+    @property
+    def tasks(self) -> int:
+        return int(self.resources.get("tasks", 1))
+
+    def normalized(self) -> dict:
+        """Everything that decides the trained parameters and the metrics (not where they ran)."""
+        return {
+            "name": self.name,
+            "data": self.data.normalized(),
+            "network": self.network,
+            "optimizer": self.optimizer,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "eval_every": self.eval_every,
+            "seed": self.seed,
+            "shard_params": self.shard_params,
+        }
+
+    def as_dict(self) -> dict:
+        """The whole checked spec, defaults filled in: what it computes and where it runs."""
+        return {**self.normalized(), "checkpoint_every": self.checkpoint_every,
+                "keep_checkpoints": self.keep_checkpoints, "cpu_devices": self.cpu_devices,
+                "resources": self.resources, "sweep_file": self.data.sweep_file}
+
+    def digest(self) -> str:
+        """A hash of what the run computes; checkpoints of another digest are never resumed."""
+        blob = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def devices(self) -> int | None:
+        """Devices of the job in all, where the spec decides it (CPU processes, or one per GPU)."""
+        gpus = self.resources.get("gpus", 0)
+        if gpus:
+            return gpus
+        return self.tasks * max(1, self.cpu_devices)
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def check_schema(data: Any) -> None:
+    """Raise SpecError for the most relevant schema violation, if any."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return
+    key = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = f"{key}.{extra[0]}" if key and extra else (extra[0] if extra else key)
+        raise SpecError(where, "unknown key", "allowed keys: " + ", ".join(allowed))
+    if key == "name" and error.validator in ("not", "pattern"):
+        raise SpecError("name", f"{error.instance!r} is not a plain file name", "use letters, digits, '_', '.', '-' only")
+    if error.validator == "required":
+        raise SpecError(key or "(top level)", error.message)
+    if error.validator == "enum":
+        raise SpecError(key, f"{error.instance!r} is not allowed", "allowed: " + ", ".join(map(str, error.validator_value)))
+    if error.validator == "type" and isinstance(error.instance, str) and "number" in str(error.validator_value):
+        raise SpecError(key, f"expected a number, got text {error.instance!r}",
+                        "write it as a number; YAML reads 1e-3 as text, write 1.0e-3")
+    raise SpecError(key or "(top level)", error.message)
+
+
+def resolve_sweep_file(value: str, spec_path: Path | None) -> Path:
+    """A sweep spec named in a training spec: as given, else beside the training spec, else in the repository."""
+    path = Path(value)
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = [Path.cwd() / path]
+        if spec_path is not None:
+            candidates.append(spec_path.resolve().parent / path)
+        candidates.append(REPO / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise SpecError("data.sweep", f"sweep spec {value!r} not found",
+                    "looked in " + ", ".join(str(c.parent) for c in candidates))
+
+
+def load_train_spec(path: str | Path) -> TrainSpec:
+    """Read, check and complete the training spec at ``path`` (and the sweep spec it names)."""
+    text, data = read_spec_file(path)
+    return parse_train_spec(data, text=text, path=Path(path))
+
+
+def parse_train_spec(data: Any, text: str = "", path: Path | None = None) -> TrainSpec:
+    if not isinstance(data, dict):
+        raise SpecError("(top level)", "a training spec is a YAML mapping of keys (name, data, network, ...)")
+    check_schema(data)
+    steps = data["steps"]
+    resources = dict(data.get("resources") or {})
+    resources.setdefault("signal_s", 120)
+    if resources.get("tasks", 1) < resources.get("nodes", 1):
+        raise SpecError("resources.tasks", f"{resources.get('tasks', 1)} tasks on {resources['nodes']} nodes",
+                        "give at least one task (process) per node")
+    spec = TrainSpec(
+        name=data["name"],
+        data=_data(data["data"], data["name"], path),
+        network=_network(data["network"]),
+        optimizer=_optimizer(data["optimizer"], steps),
+        batch_size=data["batch_size"],
+        steps=steps,
+        eval_every=data.get("eval_every", max(1, steps // 10)),
+        seed=data.get("seed", 0),
+        checkpoint_every=data.get("checkpoint_every", max(1, steps // 4)),
+        keep_checkpoints=data.get("keep_checkpoints", 2),
+        shard_params=data.get("shard_params", False),
+        cpu_devices=data.get("cpu_devices", 0),
+        resources=resources,
+        path=str(path) if path else "",
+        text=text,
+        raw=data,
+    )
+    if spec.eval_every > steps:
+        raise SpecError("eval_every", f"{spec.eval_every} is more than the {steps} steps", f"use at most {steps}")
+    devices = spec.devices()
+    if devices and spec.batch_size % devices:
+        raise SpecError("batch_size", f"a global batch of {spec.batch_size} does not split over {devices} devices",
+                        f"use a multiple of {devices} (tasks x cpu_devices, or gpus)")
+    return spec
+
+
+def _data(data: dict, name: str, path: Path | None) -> DataSpec:
+    holdout = data.get("holdout", 0.2)
+    sweep_keys = [k for k in ("sweep", "inputs", "target") if k in data]
+    if "synthetic" in data:
+        if sweep_keys:
+            raise SpecError(f"data.{sweep_keys[0]}", "a synthetic data set takes no sweep, inputs or target", DATA_FORMS)
+        syn = {"features": 8, "outputs": 1, "noise": 0.0, "seed": 0, **data["synthetic"]}
+        held = round(syn["samples"] * holdout)
+        if held < 1 or held >= syn["samples"]:
+            raise SpecError("data.holdout", f"holds out {held} of {syn['samples']} samples",
+                            "keep at least one sample for training and one held out")
+        return DataSpec("synthetic", holdout, synthetic=syn)
+    missing = [k for k in ("sweep", "inputs", "target") if k not in data]
+    if missing:
+        raise SpecError(f"data.{missing[0]}" if sweep_keys else "data", "missing", DATA_FORMS)
+
+    sweep_file = resolve_sweep_file(data["sweep"], path)
+    try:
+        sweep = load_spec(sweep_file)
+    except SpecError as exc:
+        raise SpecError("data.sweep", f"bad sweep spec {sweep_file}: {exc}") from None
+    if sweep.name == name:
+        raise SpecError("name", f"the training run and its sweep are both named {name!r}",
+                        "give the training run its own name (both write to results/<name>/)")
+    model = get_model(sweep.model)
+    outputs = {o.name: o for o in model.outputs}
+    target = data["target"]
+    float_outputs = [o.name for o in model.outputs if o.dtype == "float" and o.name != "error"]
+    if target not in outputs or outputs[target].dtype != "float":
+        raise SpecError("data.target", f"{target!r} is not a float output of model {model.name!r}",
+                        "its outputs: " + ", ".join(float_outputs))
+    model_dims = outputs[target].dims
+    swept = [p for axis in sweep.axes for p in axis.parameters]
+    for i, name_ in enumerate(data["inputs"]):
+        if name_ in swept or name_ in model_dims:
+            if name_ in swept and model.parameter(name_).kind == "choice":
+                raise SpecError(f"data.inputs[{i}]", f"{name_} takes names, not numbers", "sweep it in separate runs")
+            continue
+        if name_ in model.parameter_names:
+            raise SpecError(f"data.inputs[{i}]", f"{name_} is not swept in {sweep_file.name} (it is the same at every point)",
+                            "inputs are swept parameters (" + ", ".join(swept) + ") or dimensions of the target ("
+                            + ", ".join(model_dims) + ")")
+        raise SpecError(f"data.inputs[{i}]", f"{name_!r} is neither a swept parameter nor a dimension of {target}",
+                        "choose among " + ", ".join([*swept, *model_dims]))
+    left_out = [p for p in swept if p not in data["inputs"]]
+    if left_out:
+        raise SpecError("data.inputs", f"the sweep varies {left_out[0]} but it is not an input",
+                        f"add {left_out[0]} to inputs: otherwise one input has several targets")
+    n_points = sweep.n_points
+    held = round(n_points * holdout)
+    if held < 1 or held >= n_points:
+        raise SpecError("data.holdout", f"holds out {held} of the sweep's {n_points} points",
+                        "keep at least one point for training and one held out")
+    return DataSpec("sweep", holdout, sweep_file=str(sweep_file), sweep=sweep, inputs=tuple(data["inputs"]),
+                    target=target)
+
+
+def _network(net: dict) -> dict:
+    kind = net.get("kind", "mlp")
+    if "widths" in net:
+        if kind != "mlp":
+            raise SpecError("network.widths", "widths are for an mlp", "a residual_mlp takes width and depth")
+        for key in ("width", "depth"):
+            if key in net:
+                raise SpecError(f"network.{key}", "give widths, or width and depth, not both")
+        widths = list(net["widths"])
+    else:
+        widths = [net.get("width", 64)] * net.get("depth", 3)
+    return {"kind": kind, "widths": widths, "activation": net.get("activation", "tanh"),
+            "dtype": net.get("dtype", "float32")}
+
+
+def _optimizer(opt: dict, steps: int) -> dict:
+    name = opt.get("name", "adam")
+    if "momentum" in opt and name != "sgd":
+        raise SpecError("optimizer.momentum", f"{name} takes no momentum", "momentum is for sgd")
+    if opt.get("weight_decay", 0.0) and name in ("adam", "sgd"):
+        raise SpecError("optimizer.weight_decay", f"{name} takes no weight decay", "use adamw (decoupled decay)")
+    schedule = {"kind": "constant", "warmup_steps": 0, "end_factor": 0.0, **(opt.get("schedule") or {})}
+    if schedule["warmup_steps"] >= steps:
+        raise SpecError("optimizer.schedule.warmup_steps", f"{schedule['warmup_steps']} warm-up steps of {steps}",
+                        "warm up for fewer steps than the run has")
+    out = {"name": name, "learning_rate": float(opt["learning_rate"]), "weight_decay": float(opt.get("weight_decay", 0.0)),
+           "momentum": opt.get("momentum"), "clip_norm": opt.get("clip_norm"), "schedule": schedule}
+    if not math.isfinite(out["learning_rate"]):
+        raise SpecError("optimizer.learning_rate", "not a finite number")
+    return out
