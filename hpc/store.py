@@ -129,12 +129,8 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     so a half-created store is never found there.
     """
     path = store_path(plan.name, root)
-    if path.exists():
-        if read_store_attrs(path).get("digest") == plan.digest:
-            return "kept"
-        raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest "
-                        f"{read_store_attrs(path).get('digest')}, this spec {plan.digest})",
-                        "choose a new name, or delete that directory to start over")
+    if _refuse_other_digest(path, plan.digest):
+        return "kept"
     model = get_model(plan.model)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -162,12 +158,18 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
 
 def check_not_another_spec(spec, root: Path | None = None) -> None:
     """Refuse early (before any job) a spec whose name holds a store made from another spec."""
-    path = store_path(spec.name, root)
-    if (path / "zarr.json").exists():
-        existing = read_store_attrs(path).get("digest")
-        if existing != spec.digest():
-            raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
-                            f"this spec {spec.digest()})", "choose a new name, or delete that directory to start over")
+    _refuse_other_digest(store_path(spec.name, root), spec.digest())
+
+
+def _refuse_other_digest(path: Path, digest: str) -> bool:
+    """True if the store at ``path`` exists and was made from ``digest``; SpecError if from another."""
+    if not (path / "zarr.json").exists():
+        return False
+    existing = read_store_attrs(path).get("digest")
+    if existing != digest:
+        raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
+                        f"this spec {digest})", "choose a new name, or delete that directory to start over")
+    return True
 
 
 def _build_store(path: Path, plan: Plan, model: Model) -> None:
