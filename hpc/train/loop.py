@@ -7,10 +7,15 @@
   or, with ``shard_params``, each array is split along its largest axis that the device count
   divides (FSDP-style: XLA gathers the parameters for the forward pass and reduce-scatters the
   gradients).
+- Steps run in blocks: one compiled call runs up to ``SYNC_EVERY`` steps in a device-side loop
+  and returns their losses, so a small network is not held back by one dispatch and one host
+  round trip per step. Blocks end at absolute step numbers (multiples of ``SYNC_EVERY``,
+  evaluation and checkpoint steps, the last step), so a resumed run cuts its steps into the same
+  blocks as an uninterrupted one.
 - SIGTERM (Slurm's ``--signal`` before the time limit, preemption, ``scancel --signal=TERM``) sets
-  a flag that rides into the next step as an input; the step returns whether any process has
-  it, so every process stops after the same step (read at the next host sync, at most 32 steps
-  on), saves a checkpoint and exits with status 143.
+  a flag that rides into the next block as an input; the block returns whether any process has
+  it, so every process stops after the same block (at most two blocks, 64 steps, after the
+  signal), saves a checkpoint and exits with status 143.
   The rerun (Snakemake's retry, or Slurm's requeue) restores the latest checkpoint and goes on:
   the same batches and the same arithmetic, so it ends bitwise where an uninterrupted run on the
   same layout ends.
@@ -39,8 +44,8 @@ from hpc.train.spec import TrainSpec, load_train_spec
 EXIT_STOPPED = 143  # 128 + SIGTERM: stopped on request after saving a checkpoint
 EVAL_BLOCK = 4096  # rows per evaluation block (rounded to the device count)
 TRAIN_SAMPLE = 65536  # training rows evaluated for train_rmse (at most)
-# Steps between host syncs: losses are fetched, step times measured (per block) and the stop
-# flag read once per block, so a small network is not held back by one round trip per step.
+# Most steps in one compiled call (a block): losses are fetched, step times measured and the stop
+# flag exchanged once per block.
 SYNC_EVERY = 32
 
 
@@ -157,11 +162,24 @@ class Trainer:
             report = jnp.stack([loss.astype(jnp.float32), any_stop.astype(jnp.float32)])
             return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, report
 
-        self._step = jax.jit(train_step, donate_argnums=(0,),
-                             in_shardings=(self.state_sharding, self.replicated, self.replicated, self.replicated,
-                                           self.replicated, self.rows),
-                             out_shardings=(self.state_sharding, self.replicated))
-        self._stack = jax.jit(lambda reports: jnp.stack(reports), out_shardings=self.replicated)
+        batch_size = spec.batch_size
+
+        def train_block(state, x_all, y_all, epoch0, offset, count, stop):
+            # ``count`` (<= SYNC_EVERY) steps from the batch origin (epoch0, offset), in one call.
+            def body(i, carry):
+                state, reports, epoch, offset = carry
+                state, report = train_step(state, x_all, y_all, epoch, offset, stop)
+                offset = offset + batch_size  # the next step's origin, kept within int32
+                return state, reports.at[i].set(report), epoch + offset // n_train, offset % n_train
+
+            reports = jnp.zeros((SYNC_EVERY, 2), jnp.float32)
+            state, reports, _, _ = jax.lax.fori_loop(0, count, body, (state, reports, epoch0, offset))
+            return state, reports
+
+        self._block = jax.jit(train_block, donate_argnums=(0,),
+                              in_shardings=(self.state_sharding, self.replicated, self.replicated, self.replicated,
+                                            self.replicated, self.replicated, self.rows),
+                              out_shardings=(self.state_sharding, self.replicated))
 
         y_mean = jnp.asarray(dataset.y_mean, jnp.float32)
         y_std = jnp.asarray(dataset.y_std, jnp.float32)
@@ -189,7 +207,7 @@ class Trainer:
         stop_local = np.zeros(len(jax.local_devices()), bool)
         self.stop_flags = {flag: jax.make_array_from_process_local_data(self.rows, stop_local | flag)
                            for flag in (False, True)}
-        self.compiled_step = None
+        self.compiled_block = None
 
     def _place(self, array: np.ndarray, sharding):
         import jax
@@ -218,22 +236,20 @@ class Trainer:
         return self._init(jax.random.key(self.spec.seed))
 
     def compile(self, state):
-        """Compile the step ahead of time (so step times are run times)."""
-        epoch0, offset = np.int32(0), np.int32(0)
-        self.compiled_step = self._step.lower(state, self.x_train, self.y_train, epoch0, offset,
-                                              self.stop_flags[False]).compile()
+        """Compile the block ahead of time (so step times are run times)."""
+        zero = np.int32(0)
+        self.compiled_block = self._block.lower(state, self.x_train, self.y_train, zero, zero, zero,
+                                                self.stop_flags[False]).compile()
 
-    def step(self, state, step_index: int, stop: bool):
-        """Update ``state`` with step ``step_index``'s batch: (new state, [loss, any process stopping])."""
-        epoch0, offset = batch_origin(step_index, self.spec.batch_size, self.dataset.n_train)
-        return self.compiled_step(state, self.x_train, self.y_train, np.int32(epoch0), np.int32(offset),
-                                  self.stop_flags[bool(stop)])
-
-    def fetch_reports(self, reports: list) -> np.ndarray:
-        """The (loss, stop) rows of dispatched steps, waiting for them: one transfer."""
-        import jax
-
-        return np.asarray(jax.device_get(self._stack(reports)))
+    def run_block(self, state, first_step: int, count: int, stop: bool):
+        """Steps ``first_step`` ... ``first_step + count - 1``: (new state, their [loss, any process
+        stopping] rows as numpy, waiting for them)."""
+        if not 0 < count <= SYNC_EVERY:
+            raise ValueError(f"a block runs 1 to {SYNC_EVERY} steps, not {count}")
+        epoch0, offset = batch_origin(first_step, self.spec.batch_size, self.dataset.n_train)
+        state, reports = self.compiled_block(state, self.x_train, self.y_train, np.int32(epoch0), np.int32(offset),
+                                             np.int32(count), self.stop_flags[bool(stop)])
+        return state, np.asarray(reports)[:count]
 
     def evaluate(self, state) -> dict[str, float]:
         out = {}
@@ -360,42 +376,28 @@ def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: 
     if start == 0:
         evaluate(0)
     t = start
-    in_flight: list = []  # [loss, any_stop] of the steps dispatched since the last sync
-    block_start = time.perf_counter()
     stopping = False
     train_s = 0.0
-
-    def settle() -> bool:
-        """Wait for the dispatched steps; record their losses and times; True if a process asked to stop."""
-        nonlocal block_start, train_s
-        reports = trainer.fetch_reports(in_flight)
-        now = time.perf_counter()
-        per_step = (now - block_start) / len(reports)
-        pending["loss"].extend(reports[:, 0].tolist())
-        pending["step_time"].extend([per_step] * len(reports))
-        train_s += now - block_start
-        block_start = now
-        in_flight.clear()
-        return bool(reports[:, 1].any())
-
     last_eval = None
     while t < spec.steps:
-        state, report = trainer.step(state, t, stop.requested)
-        t += 1
-        in_flight.append(report)
-        boundary = t % spec.eval_every == 0 or t % spec.checkpoint_every == 0 or t == spec.steps
-        # One host sync every SYNC_EVERY steps (the device keeps its queue in between); every
-        # process syncs at the same steps and reads the same stop flags, so all stop together.
-        if boundary or t % SYNC_EVERY == 0:
-            stopping = settle()
-            if t % spec.eval_every == 0 or t == spec.steps:
-                last_eval = evaluate(t)
-            if stopping or t % spec.checkpoint_every == 0 or t == spec.steps:
-                save(t)
-            if stopping:
-                break
-            if boundary:
-                block_start = time.perf_counter()  # evaluation and checkpoint time is not step time
+        # The block ends at the next multiple of SYNC_EVERY, evaluation or checkpoint step, or the
+        # last step: a function of t alone, so every process (and a resumed run) cuts alike.
+        end = min(spec.steps, (t // SYNC_EVERY + 1) * SYNC_EVERY,
+                  (t // spec.eval_every + 1) * spec.eval_every, (t // spec.checkpoint_every + 1) * spec.checkpoint_every)
+        block_start = time.perf_counter()
+        state, reports = trainer.run_block(state, t, end - t, stop.requested)
+        elapsed = time.perf_counter() - block_start
+        train_s += elapsed
+        pending["loss"].extend(reports[:, 0].tolist())
+        pending["step_time"].extend([elapsed / (end - t)] * (end - t))
+        t = end
+        stopping = bool(reports[:, 1].any())
+        if t % spec.eval_every == 0 or t == spec.steps:
+            last_eval = evaluate(t)
+        if stopping or t % spec.checkpoint_every == 0 or t == spec.steps:
+            save(t)
+        if stopping:
+            break
     checkpoints.wait()
 
     segment.update({"last_step": t, "end": store.now_iso(), "train_s": round(train_s, 3),
