@@ -22,6 +22,11 @@ from typing import Any
 ENV_COORDINATOR = "HPC_COORDINATOR"
 ENV_NUM_PROCESSES = "HPC_NUM_PROCESSES"
 ENV_PROCESS_ID = "HPC_PROCESS_ID"
+# Where several processes of a job share a node: this one's index there and their number.
+ENV_LOCAL_RANK = "HPC_LOCAL_RANK"
+ENV_LOCAL_SIZE = "HPC_LOCAL_SIZE"
+# "none" leaves every process free to run on every core of the node.
+ENV_CPU_BIND = "HPC_CPU_BIND"
 # A dead peer must fail the job within a bounded time, not hang it.
 HEARTBEAT_TIMEOUT_S = 30
 INIT_TIMEOUT_S = 120
@@ -48,12 +53,65 @@ def detect_launch(env: dict[str, str] | None = None) -> Launch:
     return Launch("single")
 
 
+def _tasks_per_node(spec: str) -> list[int]:
+    """Slurm's compressed counts, "2(x3),1" -> [2, 2, 2, 1]."""
+    counts: list[int] = []
+    for part in spec.split(","):
+        count, _, repeat = part.partition("(x")
+        counts += [int(count)] * int(repeat.rstrip(")") or 1)
+    return counts
+
+
+def local_layout(env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """(this process's index among the job's processes on its node, their number), where known."""
+    env = os.environ if env is None else env
+    try:
+        if env.get(ENV_LOCAL_SIZE):
+            return int(env.get(ENV_LOCAL_RANK, 0)), int(env[ENV_LOCAL_SIZE])
+        if "SLURM_LOCALID" in env and env.get("SLURM_STEP_TASKS_PER_NODE"):
+            counts = _tasks_per_node(env["SLURM_STEP_TASKS_PER_NODE"])
+            return int(env["SLURM_LOCALID"]), counts[min(int(env.get("SLURM_NODEID", 0)), len(counts) - 1)]
+        if env.get("MPI_LOCALNRANKS"):  # MPICH's Hydra (mpiexec)
+            return int(env.get("MPI_LOCALRANKID", 0)), int(env["MPI_LOCALNRANKS"])
+    except ValueError:
+        return None
+    return None
+
+
+def bind_cpus(env: dict[str, str] | None = None) -> list[int] | None:
+    """Confine this process to its share of the node's cores when several processes of the job
+    share the node: each one's threads then keep to their own cores instead of every process
+    spreading its thread pool over all of them (on 2 cores, 2 processes of a CPU sweep ran at 0.82x
+    the throughput of 2 pinned ones). Left alone where Slurm has bound the task already
+    (``--cpu-bind``), with ``HPC_CPU_BIND=none``, or where there are fewer cores than processes.
+    Returns the cores kept, or None when nothing was changed.
+    """
+    env = os.environ if env is None else env
+    if env.get(ENV_CPU_BIND, "").lower() == "none" or not hasattr(os, "sched_setaffinity"):
+        return None
+    if any(kind in env.get("SLURM_CPU_BIND_TYPE", "") for kind in ("mask", "map", "cores", "threads", "sockets", "ldoms")):
+        return None
+    layout = local_layout(env)
+    if layout is None or layout[1] < 2:
+        return None
+    rank, size = layout
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < size or not 0 <= rank < size:
+        return None
+    share, extra = divmod(len(cores), size)
+    first = rank * share + min(rank, extra)
+    mine = cores[first:first + share + (rank < extra)]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
 def start(launch: Launch) -> Launch:
     """Start JAX's distributed runtime for this launch (nothing for one process)."""
-    import jax
-
     if launch.method == "single":
         return launch
+    bind_cpus()  # before JAX starts its thread pools, which take the mask they are born with
+    import jax
+
     # CPU devices of different processes talk over gloo (harmless where GPUs do the work). No
     # JAX call may come before initialize(), not even asking for the backend.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -62,7 +62,8 @@ def _run_local(inner: list[str], tasks: int, env: dict[str, str]) -> int:
     procs = []
     for rank in range(tasks):
         penv = dict(env, **{distributed.ENV_COORDINATOR: coordinator, distributed.ENV_NUM_PROCESSES: str(tasks),
-                            distributed.ENV_PROCESS_ID: str(rank)})
+                            distributed.ENV_PROCESS_ID: str(rank), distributed.ENV_LOCAL_RANK: str(rank),
+                            distributed.ENV_LOCAL_SIZE: str(tasks)})
         procs.append(subprocess.Popen(inner, env=penv))
     status = 0
     while [p.poll() for p in procs].count(None):  # poll every process (any() would stop at the first)

@@ -80,6 +80,7 @@ class MeshSolver:
         self.mesh = Mesh(np.array(jax.devices()), ("points",))
         self.local_devices = len(jax.local_devices())
         self._compiled: dict[tuple, Callable] = {}
+        self.compile_s = 0.0  # seconds spent compiling (one compilation per static group)
 
     @property
     def process_batch(self) -> int:
@@ -100,6 +101,16 @@ class MeshSolver:
 
     def __call__(self, key: tuple, dynamic: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Solve this process's ``process_batch`` points; every process calls this in lockstep."""
+        return self.collect(self.submit(key, dynamic))
+
+    @staticmethod
+    def collect(out: dict) -> dict[str, np.ndarray]:
+        """This process's rows of a submitted step's outputs (waits for them)."""
+        return {name: _local_rows(value) for name, value in out.items()}
+
+    def submit(self, key: tuple, dynamic: dict[str, np.ndarray]) -> dict:
+        """Start solving this process's ``process_batch`` points (compiling first if need be); the
+        outputs are device arrays still being computed: ``collect`` them."""
         import jax
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
@@ -108,12 +119,14 @@ class MeshSolver:
         args = {name: jax.make_array_from_process_local_data(sharding, value) for name, value in dynamic.items()}
         function = self._solver(key)
         if not isinstance(function, jax.stages.Compiled):
+            t0 = time.perf_counter()
             try:  # a model's own error shows here; a failure at run time (memory, device) is not caught
                 function = self._compiled[key] = function.lower(args).compile()
             except Exception as exc:
                 raise ModelError(f"{type(exc).__name__}: {exc}") from exc
-        out = function(args)
-        return {name: _local_rows(value) for name, value in out.items()}
+            finally:
+                self.compile_s += time.perf_counter() - t0
+        return function(args)
 
 
 def _local_rows(array) -> np.ndarray:
@@ -151,6 +164,22 @@ def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precis
     results: dict[str, np.ndarray] = {}
     failures: dict[tuple, str] = {}
     done = 0
+    pending: list = []  # (points, outputs still computing) of the step submitted last
+
+    def collect_pending() -> None:
+        nonlocal done
+        for idx, submitted in pending:
+            for name, value in solver.collect(submitted).items():
+                if name not in results:
+                    results[name] = np.empty((n,) + value.shape[1:], value.dtype)
+                results[name][idx] = value[: len(idx)]
+            done += len(idx)
+            if progress and len(idx):
+                progress(done, n)
+        pending.clear()
+
+    # One step in flight: the next step is submitted before the last one's outputs are fetched and
+    # stored, so the host's work overlaps the devices'.
     for key in sorted(group_steps, key=repr):
         idx_all = np.asarray(members.get(key, []), dtype=int)
         for step in range(group_steps[key]) if key not in failures else ():
@@ -165,17 +194,14 @@ def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precis
                     values = np.full(solver.process_batch, filler.get(key, {}).get(p.name, fixed.get(p.name)))
                 args[p.name] = values.astype(dt)
             try:
-                out = solver(key, args)
+                submitted = solver.submit(key, args)
             except ModelError as exc:
                 failures[key] = str(exc)  # every process fails alike: the same code and static values
                 break
-            for name, value in out.items():
-                if name not in results:
-                    results[name] = np.empty((n,) + value.shape[1:], value.dtype)
-                results[name][idx] = value[: len(idx)]
-            done += len(idx)
-            if progress and len(idx):
-                progress(done, n)
+            finally:
+                collect_pending()
+            pending.append((idx, submitted))
+    collect_pending()
     failed = np.zeros(n, bool)
     for key, message in failures.items():
         members_of_key = np.asarray(members.get(key, []), dtype=int)
@@ -315,6 +341,8 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
         "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
         "process": jax.process_index(),
         "devices": [str(d) for d in jax.local_devices()],
+        "compile_s": round(solver.compile_s, 3),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     })
     return summary
 
@@ -337,6 +365,7 @@ def merge_summaries(plan: Plan, shard: int, parts: list[dict]) -> dict:
         "job_id": parts[0].get("job_id"),
         "slurm_restart_count": parts[0].get("slurm_restart_count", 0),
         "devices": sum(len(p["devices"]) for p in parts),
+        "compile_s": max((p.get("compile_s", 0.0) for p in parts), default=0.0),
         "per_process": parts,
     }
 

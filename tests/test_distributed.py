@@ -59,6 +59,10 @@ def test_multiprocess_shards_are_bitwise_one_process(tmp_path, reference, flags)
         marker = json.loads((plan.parent / "shards" / f"shard-{shard:04d}.json").read_text())
         assert marker["processes"] == int(flags[1])
         assert "committed" in result.stderr
+        cpus = [part["cpus"] for part in marker["per_process"]]
+        if len(cpus) <= len(os.sched_getaffinity(0)):
+            # Each rank kept to its own share of the cores (local ranks and mpiexec alike).
+            assert sorted(c for part in cpus for c in part) == sorted(os.sched_getaffinity(0)), cpus
     assert_bitwise(reference, plan)
 
 

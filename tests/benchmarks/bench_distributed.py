@@ -28,16 +28,19 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
 
 
-def hpc(*args, cwd):
-    result = subprocess.run([sys.executable, "-m", "hpc", *map(str, args)], cwd=cwd, env=ENV, capture_output=True, text=True)
+def hpc(*args, cwd, prefix=()):
+    result = subprocess.run([*prefix, sys.executable, "-m", "hpc", *map(str, args)], cwd=cwd, env=ENV,
+                            capture_output=True, text=True)
     if result.returncode:
         sys.exit(result.stderr[-3000:])
     return result
 
 
 def scaling(points: int, n_b: int) -> None:
+    """One shard of ``points`` Bianchi points on 1 process (all cores, then one core) and on 2."""
     rates = {}
-    for tasks in (1, 2):
+    for label, tasks, prefix in (("1 process", 1, ()), ("1 process, 1 core", 1, ("taskset", "-c", "0")),
+                                 ("2 processes", 2, ())):
         with tempfile.TemporaryDirectory() as tmp:
             spec = Path(tmp) / "s.yaml"
             spec.write_text(yaml.safe_dump({
@@ -47,13 +50,19 @@ def scaling(points: int, n_b: int) -> None:
             plan = Path(tmp) / "results" / "scale" / "plan.json"
             hpc("plan", spec, "--output", plan, cwd=tmp)
             t0 = time.perf_counter()
-            hpc("run-shard", plan, 0, "--tasks", tasks, cwd=tmp)
+            hpc("run-shard", plan, 0, "--tasks", tasks, cwd=tmp, prefix=prefix)
             wall = time.perf_counter() - t0
             marker = json.loads((plan.parent / "shards" / "shard-0000.json").read_text())
-            rates[tasks] = points / marker["duration_s"]
-            print(f"{tasks} process(es): {points} points, compute {marker['duration_s']:.1f} s "
-                  f"({rates[tasks]:.2f} points/s), job wall {wall:.1f} s")
-    print(f"scaling efficiency 1 -> 2 processes: {rates[2] / (2 * rates[1]):.2f} (target >= 0.85)")
+            compute, compile_s = marker["duration_s"], marker["compile_s"]
+            rates[label] = (points / compute, points / (compute - compile_s))
+            cpus = [p.get("cpus") for p in marker["per_process"]]
+            print(f"{label:18s}: {points} points, compute {compute:5.1f} s of which compile {compile_s:4.1f} s; "
+                  f"{rates[label][0]:6.2f} points/s, {rates[label][1]:6.2f} after compiling; job wall {wall:5.1f} s; "
+                  f"cores per process {cpus}")
+    for i, what in enumerate(("compile included", "after compiling")):
+        one, pinned, two = rates["1 process"][i], rates["1 process, 1 core"][i], rates["2 processes"][i]
+        print(f"scaling efficiency 1 -> 2 processes, {what}: {two / (2 * one):.2f} (target >= 0.85); "
+              f"against 1 process on 1 core {two / (2 * pinned):.2f}")
 
 
 def snakemake(workdir: Path, spec: Path) -> float:

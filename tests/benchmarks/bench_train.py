@@ -9,7 +9,8 @@ all): the tightest baseline. A second bare loop draws its batch on the device ea
 and the best of ``--repeats`` runs, taken in turns: a shared machine's other loads come and go.
 Target: the pipeline reaches at least 0.95x the bare loop's samples per second.
 
-Then the same run on 1 and on 2 processes of this machine (jax.distributed, gloo), for scaling.
+Then the same run on 1 and on 2 processes of this machine (jax.distributed, gloo), for scaling, beside
+one process confined to one core (one process's XLA threads already use every core).
 
     python tests/benchmarks/bench_train.py            # a large and a small MLP, then 1 -> 2 processes
     python tests/benchmarks/bench_train.py --quick    # fewer steps
@@ -67,14 +68,17 @@ def train_spec(name: str, case: dict) -> dict:
     }
 
 
-def pipeline_samples_per_second(case: dict, tasks: int = 1) -> float:
-    """Run `hpc train run` and read its own per-step record (steps after the warm-up)."""
+def pipeline_samples_per_second(case: dict, tasks: int = 1, cores: str | None = None) -> float:
+    """Run `hpc train run` and read its own per-step record (steps after the warm-up); ``cores``
+    (taskset's list, e.g. "0") confines every process of the run to those cores."""
     import xarray as xr
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "train.yaml"
         spec.write_text(yaml.safe_dump(train_spec("bench", case)))
         cmd = [sys.executable, "-m", "hpc", "train", "run", str(spec), "--tasks", str(tasks)]
+        if cores is not None:
+            cmd = ["taskset", "-c", cores, *cmd]
         result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
         if result.returncode != 0:
             sys.exit(f"hpc train run failed:\n{result.stderr[-3000:]}")
@@ -181,8 +185,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side, best kept (default 3)")
     parser.add_argument("--gpu-mfu", action="store_true", help="bf16 large MLP on a GPU: samples/s and MFU")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100 SXM: 989)")
-    parser.add_argument("--case", choices=["large", "small"], action="append",
-                        help="only this comparison (repeatable); no scaling run")
+    parser.add_argument("--case", choices=["large", "small", "scaling"], action="append",
+                        help="only this part (repeatable): a comparison with the bare loop, or the scaling run")
     parser.add_argument("--bare-loop", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_loop:
@@ -202,14 +206,18 @@ def main() -> None:
     for name, case in cases.items():
         if not args.case or name in args.case:
             compare(name, case, args.repeats)
-    if args.case:
+    if args.case and "scaling" not in args.case:
         return
     case = cases["large"]
     print("scaling, " + describe("large", case) + " (one device per process)")
+    one_core = max(pipeline_samples_per_second(case, tasks=1, cores="0") for _ in range(args.repeats))
     one = max(pipeline_samples_per_second(case, tasks=1) for _ in range(args.repeats))
     two = max(pipeline_samples_per_second(case, tasks=2) for _ in range(args.repeats))
-    print(f"  1 process  : {one:12,.0f} samples/s")
-    print(f"  2 processes: {two:12,.0f} samples/s   speed-up {two / one:.2f}x on {os.cpu_count()} cores")
+    cores = os.cpu_count()
+    print(f"  1 process on 1 core      : {one_core:12,.0f} samples/s")
+    print(f"  1 process on {cores} cores     : {one:12,.0f} samples/s   (XLA's threads already use every core)")
+    print(f"  2 processes on {cores} cores   : {two:12,.0f} samples/s   speed-up {two / one:.2f}x over 1 process, "
+          f"{two / one_core:.2f}x over 1 core (efficiency {two / (2 * one_core):.2f} per added process and core)")
 
 
 if __name__ == "__main__":
