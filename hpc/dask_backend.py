@@ -20,7 +20,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from hpc import distributed, store
+from hpc import compile_cache, distributed, store
 from hpc.plan import Plan, read_plan
 
 DEFAULTS = {
@@ -93,6 +93,7 @@ def _cached_solver(plan_file: str, digest: str):
     from hpc.runner import MeshSolver, device_batch_size
 
     plan = _cached_plan(plan_file, digest)
+    compile_cache.enable(store.root_of_plan(plan_file))  # the first worker compiles, the others load
     return MeshSolver(get_model(plan.model), plan.precision, device_batch_size(plan))
 
 

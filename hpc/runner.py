@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from hpc import distributed, store
+from hpc import compile_cache, distributed, store
 from hpc.models import get_model
 from hpc.models.base import Model
 from hpc.plan import Plan, read_plan, write_atomic
@@ -387,6 +387,7 @@ def run_and_commit(plan_file: str, shard: int, marker: str | None = None) -> dic
     root = store.root_of_plan(plan_file)
     configure_precision(plan.precision)
     launch = distributed.start(distributed.detect_launch())
+    compile_cache.enable(root)
     try:
         part = run_shard(plan, shard, root, launch=launch)
     except Exception as exc:

@@ -132,7 +132,8 @@ def check_schema(data: Any) -> None:
     if error.validator == "not" and not error.absolute_path:
         raise SpecError("shards", "give either shards or points_per_shard, not both")
     if error.validator == "not" and key == "name":
-        raise SpecError("name", f"{error.instance!r} is not a plain file name", "use letters, digits, '_', '.', '-'")
+        raise SpecError("name", f"{error.instance!r} is not a plain file name here",
+                        "'.', '..' and '.jax-cache' (the compilation cache) are reserved")
     if error.validator == "pattern" and key == "name":
         raise SpecError("name", f"{error.instance!r} is not a plain file name", "use letters, digits, '_', '.', '-' only")
     if error.validator == "required":

@@ -61,9 +61,10 @@ def write_spec(directory: Path, spec: dict, filename: str = "spec.yaml") -> Path
     return path
 
 
-def run_hpc(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_hpc(*args: str, cwd: Path | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run([PYTHON, "-m", "hpc", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+                            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})), timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"hpc {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result

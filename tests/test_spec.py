@@ -36,6 +36,7 @@ BAD = [
     ("path in name", with_(name="../evil"), "name", "plain file name"),
     ("slash in name", with_(name="a/b"), "name", "plain file name"),
     ("dot-dot name", with_(name=".."), "name", "plain file name"),
+    ("the compilation cache's name", with_(name=".jax-cache"), "name", "reserved"),
     ("shell metacharacters in name", with_(name="x; rm -rf ~"), "name", "plain file name"),
     ("unknown swept parameter", with_(sweep={"gamma": [1, 2]}), "sweep.gamma", "its parameters: c, beta"),
     ("unknown fixed parameter", with_(params={"gamma": 1.0}), "params", "has no parameter 'gamma'"),

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc import distributed, store
+from hpc import compile_cache, distributed, store
 from hpc.plan import write_atomic
 from hpc.train import checkpoint as ckpt_lib
 from hpc.train import metrics, paths
@@ -299,6 +299,7 @@ def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: 
     jax.config.update("jax_enable_preemption_service", False)
     launch = distributed.start(distributed.detect_launch())
     root = paths.root_of_marker(marker) if marker else store.RESULTS_ROOT
+    compile_cache.enable(root)
     marker = Path(marker) if marker else paths.marker_path(spec.name, root)
     lead = jax.process_index() == 0
     who = distributed.where() if launch.method != "single" else distributed.node_name()
