@@ -99,18 +99,15 @@ class MeshSolver:
                                                         out_specs=P("points"), check_vma=False))
         return self._compiled[key]
 
-    def __call__(self, key: tuple, dynamic: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Solve this process's ``process_batch`` points; every process calls this in lockstep."""
-        return self.collect(self.submit(key, dynamic))
-
     @staticmethod
     def collect(out: dict) -> dict[str, np.ndarray]:
         """This process's rows of a submitted step's outputs (waits for them)."""
         return {name: _local_rows(value) for name, value in out.items()}
 
     def submit(self, key: tuple, dynamic: dict[str, np.ndarray]) -> dict:
-        """Start solving this process's ``process_batch`` points (compiling first if need be); the
-        outputs are device arrays still being computed: ``collect`` them."""
+        """Start solving this process's ``process_batch`` points (compiling first if need be); every
+        process calls this in lockstep. The outputs are device arrays still being computed:
+        ``collect`` them."""
         import jax
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P

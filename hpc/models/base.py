@@ -95,6 +95,17 @@ class Model:
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.parameters}
 
+    def static_defaults(self, dtype, **overrides) -> dict[str, Any]:
+        """``solve``'s static argument at the defaults, with ``dtype`` and any ``overrides``."""
+        return {**{p.name: p.default for p in self.parameters if p.role != "dynamic"}, "dtype": dtype, **overrides}
+
+    def dynamic_defaults(self, dtype, **overrides) -> dict[str, Any]:
+        """``solve``'s dynamic argument at the defaults (and ``overrides``), as ``dtype`` arrays."""
+        import jax.numpy as jnp
+
+        values = {**{p.name: p.default for p in self.parameters if p.role == "dynamic"}, **overrides}
+        return {name: jnp.asarray(value, dtype) for name, value in values.items()}
+
 
 DIAGNOSTICS = (
     Output("iterations", (), "int", "iterations of the solver until it stopped"),

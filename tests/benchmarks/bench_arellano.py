@@ -32,8 +32,7 @@ DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 
 
 def static_for(dtype, overrides):
-    static = {p.name: p.default for p in MODEL.parameters if p.role != "dynamic"}
-    return dict(static, **overrides, dtype=dtype)
+    return MODEL.static_defaults(dtype, **overrides)
 
 
 def dynamic_for(dtype, batch: int | None = None):

@@ -49,16 +49,11 @@ STAT_NAMES = ("crisis_probability", "constraint_binding_frequency", "mean_debt_t
 
 
 def static_values(**overrides) -> dict:
-    static = {p.name: p.default for p in MODEL.parameters if p.role != "dynamic"}
-    static.update(dtype=jnp.float32)
-    static.update(overrides)
-    return static
+    return MODEL.static_defaults(jnp.float32, **overrides)
 
 
 def dynamic_values(dtype=jnp.float32, **overrides) -> dict:
-    values = {p.name: p.default for p in MODEL.parameters if p.role == "dynamic"}
-    values.update(overrides)
-    return {k: jnp.asarray(v, dtype) for k, v in values.items()}
+    return MODEL.dynamic_defaults(dtype, **overrides)
 
 
 def timed(fn, *args, repeats: int = 5):

@@ -26,9 +26,7 @@ TINY = {"n_b": 61, "n_y": 9, "sim_periods": 10_000}
 
 
 def static_of(dtype, **overrides):
-    static = {p.name: p.default for p in MODEL.parameters if p.role != "dynamic"}
-    static.update(overrides, dtype=dtype)
-    return static
+    return MODEL.static_defaults(dtype, **overrides)
 
 
 def dynamic_of(dtype, **overrides):

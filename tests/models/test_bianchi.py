@@ -29,16 +29,11 @@ STATS = ("crisis_probability", "crisis_probability_own_sd", "constraint_binding_
 
 
 def static_values(**overrides) -> dict:
-    static = {p.name: p.default for p in MODEL.parameters if p.role != "dynamic"}
-    static["dtype"] = jnp.float32
-    static.update(overrides)
-    return static
+    return MODEL.static_defaults(jnp.float32, **overrides)
 
 
 def dynamic_values(dtype=jnp.float32, **overrides) -> dict:
-    values = {p.name: p.default for p in MODEL.parameters if p.role == "dynamic"}
-    values.update(overrides)
-    return {k: jnp.asarray(v, dtype) for k, v in values.items()}
+    return MODEL.dynamic_defaults(dtype, **overrides)
 
 
 def as_numpy(out) -> dict:
@@ -185,9 +180,8 @@ def test_float64_agrees_with_float32(paper, tmp_path):
         from hpc.models.bianchi import MODEL
         out = {{}}
         for case, planner in (("DE", False), ("SP", True)):
-            static = {{p.name: p.default for p in MODEL.parameters if p.role != "dynamic"}}
-            static.update(planner=planner, n_b=400, dtype=jnp.float64, tol=1e-8)
-            dyn = {{p.name: jnp.asarray(p.default, jnp.float64) for p in MODEL.parameters if p.role == "dynamic"}}
+            static = MODEL.static_defaults(jnp.float64, planner=planner, n_b=400, tol=1e-8)
+            dyn = MODEL.dynamic_defaults(jnp.float64)
             res = jax.jit(lambda d: MODEL.solve(d, static))(dyn)
             assert res["bond_policy"].dtype == jnp.float64
             for k, v in res.items():
