@@ -19,9 +19,10 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, installed or not
 
-from hpc.errors import SpecError
-from hpc.spec import check_spec_path, load_spec
-from hpc import store
+from hpc.core import paths
+from hpc.core.errors import SpecError
+from hpc.sweep import store
+from hpc.sweep.spec import check_spec_path, load_spec
 
 TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
 if TRAIN_FILE:

@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from hpc.errors import SpecError
+from hpc.core import paths
+from hpc.core.errors import SpecError
 
 
 def _cmd_validate(args) -> int:
-    from hpc.spec import load_spec
+    from hpc.sweep.spec import load_spec
 
     spec = load_spec(args.spec)
     print(f"{args.spec}: ok ({spec.model}, {spec.n_points} points, {spec.shards} shards)")
@@ -18,14 +19,14 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from hpc import store
-    from hpc.plan import describe, make_plan
-    from hpc.spec import load_spec
+    from hpc.sweep import store
+    from hpc.sweep.plan import describe, make_plan
+    from hpc.sweep.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.output:
         plan, state = store.plan_sweep(spec, args.output)
-        print(f"store {store.store_path(plan.name, store.root_of_plan(args.output))}: {state}", file=sys.stderr)
+        print(f"store {paths.store_path(plan.name, paths.root_of_plan(args.output))}: {state}", file=sys.stderr)
     else:
         plan = make_plan(spec)
     print(describe(plan))
@@ -34,13 +35,13 @@ def _cmd_plan(args) -> int:
 
 def _cmd_run_shard(args) -> int:
     if args.tasks > 1 or args.cpu_devices:
-        from hpc.launch import run_processes
+        from hpc.execution.launch import run_processes
 
         inner = [sys.executable, "-m", "hpc", "run-shard", args.plan, str(args.shard)]
         if args.marker:
             inner += ["--marker", args.marker]
         return run_processes(inner, args.tasks, args.mpi, args.cpu_devices)
-    from hpc.runner import run_and_commit
+    from hpc.sweep.runner import run_and_commit
 
     run_and_commit(args.plan, args.shard, args.marker)
     return 0
@@ -49,28 +50,28 @@ def _cmd_run_shard(args) -> int:
 def _cmd_run_dask(args) -> int:
     import json
 
-    from hpc.dask_backend import run_sweep
+    from hpc.sweep.dask_run import run_sweep
 
     print(json.dumps(run_sweep(args.plan, json.loads(args.settings) if args.settings else None)))
     return 0
 
 
 def _cmd_aggregate(args) -> int:
-    from hpc.aggregate import aggregate
+    from hpc.sweep.aggregate import aggregate
 
     aggregate(args.plan, args.output)
     return 0
 
 
 def _cmd_report(args) -> int:
-    from hpc.report import write_report
+    from hpc.report.build import write_report
 
     print(write_report(args.name, Path(args.results), args.output))
     return 0
 
 
 def _cmd_status(args) -> int:
-    from hpc.status import format_status, sweep_status, watch
+    from hpc.sweep.status import format_status, sweep_status, watch
 
     if args.watch:
         try:
@@ -93,7 +94,7 @@ def _cmd_train(args) -> int:
     if args.tasks > 1 or args.cpu_devices:
         import signal
 
-        from hpc.launch import run_processes
+        from hpc.execution.launch import run_processes
 
         # The ranks take SIGTERM (checkpoint, then exit 143); this launcher waits for them.
         signal.signal(signal.SIGTERM, lambda *_: None)
@@ -107,7 +108,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_cluster(args) -> int:
-    from hpc import cluster
+    from hpc.cluster import emulated as cluster
 
     if args.action == "up":
         info = cluster.cluster_up(nodes=args.nodes)

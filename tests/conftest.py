@@ -16,7 +16,7 @@ IS_ROOT = os.geteuid() == 0
 
 
 def _have_slurm() -> bool:
-    from hpc import cluster
+    from hpc.cluster import emulated as cluster
 
     return all(cluster._which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged"))
 
@@ -38,7 +38,7 @@ def slurm_cluster():
 
     Skipped on a machine without root or Slurm, except in CI, where it must run.
     """
-    from hpc import cluster
+    from hpc.cluster import emulated as cluster
 
     if not IS_ROOT or not HAVE_SLURM:
         if os.environ.get("CI"):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc import cluster
-from hpc.cluster import ClusterError
+from hpc.cluster import emulated as cluster
+from hpc.cluster.emulated import ClusterError
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-
 from conftest import run_hpc, write_spec
-from hpc.compile_cache import CACHE_DIR_NAME, cache_dir, machine_key
+
+from hpc.execution.compile_cache import CACHE_DIR_NAME, cache_dir, machine_key
 
 # Bianchi compiles for about 2 s: above the cache's threshold, so its programs are written.
 BIANCHI = {"name": "cached", "model": "bianchi", "params": {"n_b": 60, "sim_periods": 3000},

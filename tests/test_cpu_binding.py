@@ -7,9 +7,9 @@ import os
 import subprocess
 
 import pytest
-
 from conftest import PYTHON, REPO
-from hpc.distributed import local_layout
+
+from hpc.execution.distributed import local_layout
 
 CORES = sorted(os.sched_getaffinity(0))
 
@@ -29,7 +29,7 @@ def test_local_layout_is_read_from_each_launcher(env, layout):
 
 def binding_in_a_child(**env) -> list[int]:
     """The cores a fresh process keeps after hpc.distributed.bind_cpus() with ``env``."""
-    code = "import json, os; from hpc.distributed import bind_cpus; bind_cpus(); print(json.dumps(sorted(os.sched_getaffinity(0))))"
+    code = "import json, os; from hpc.execution.distributed import bind_cpus; bind_cpus(); print(json.dumps(sorted(os.sched_getaffinity(0))))"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "HPC_", "MPI_", "PMI_"))}
     out = subprocess.run([PYTHON, "-c", code], env=dict(clean, PYTHONPATH=str(REPO), **env), capture_output=True,
                          text=True, check=True).stdout

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 import zarr
-
 from conftest import PYTHON, REPO, SMALL_MCCALL, run_hpc, write_spec
 
 pytestmark = pytest.mark.slow

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-
-from hpc import store
-from hpc.errors import SpecError
-from hpc.plan import make_plan
-from hpc.runner import commit_shard, merge_summaries, run_shard
-from hpc.spec import parse_spec
-
 from conftest import SMALL_MCCALL, run_snakemake, write_spec
+
+from hpc.core import paths
+from hpc.core.errors import SpecError
+from hpc.sweep import store
+from hpc.sweep.plan import make_plan
+from hpc.sweep.runner import commit_shard, merge_summaries, run_shard
+from hpc.sweep.spec import parse_spec
 
 
 @pytest.mark.fault('zarr .partial leftovers of a killed writer', expect='never read; removed at aggregate; chunk recomputed')
@@ -28,7 +28,7 @@ def test_leftovers_of_a_killed_writer_are_never_read_and_are_removed(tmp_path):
     # A writer killed mid-chunk: zarr writes each chunk to a .partial file and renames it, so
     # what is left is a .partial file (never read) and point_done still false.
     chunk = plan.chunk_region(0)
-    path = store.store_path(plan.name, tmp_path)
+    path = paths.store_path(plan.name, tmp_path)
     torn = path / "reservation_wage" / "c" / "0" / "0.1b2c3d.partial"
     torn.parent.mkdir(parents=True, exist_ok=True)
     torn.write_bytes(b"\x28\xb5\x2f\xfd garbage from a killed writer")
@@ -39,7 +39,7 @@ def test_leftovers_of_a_killed_writer_are_never_read_and_are_removed(tmp_path):
     summary = merge_summaries(plan, 0, [run_shard(plan, 0, tmp_path)])
     assert summary["computed"] == plan.shard_points(0)
     got = zarr.open_group(str(path), mode="r")["reservation_wage"][chunk]
-    want = zarr.open_group(str(store.store_path(plan.name, reference_root)), mode="r")["reservation_wage"][chunk]
+    want = zarr.open_group(str(paths.store_path(plan.name, reference_root)), mode="r")["reservation_wage"][chunk]
     np.testing.assert_array_equal(got, want)
     for shard in range(1, plan.n_shards):
         commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, tmp_path)]), tmp_path)
@@ -58,7 +58,7 @@ def test_hostile_names_are_refused_or_harmless(name):
         return
     # Only plain names pass; they stay inside results/.
     assert name == "-rf"
-    assert store.sweep_dir(spec.name).resolve().parent == store.RESULTS_ROOT.resolve()
+    assert paths.sweep_dir(spec.name).resolve().parent == paths.RESULTS_ROOT.resolve()
 
 
 @pytest.mark.fault("spec path with $(...), quotes, ';'", expect='refused; no command runs')

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import run_snakemake
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"

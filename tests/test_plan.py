@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc.plan import Plan, chunk_shape, make_plan
-from hpc.spec import parse_spec
+from hpc.sweep.plan import Plan, chunk_shape, make_plan
+from hpc.sweep.spec import parse_spec
 
 
 @st.composite

@@ -13,13 +13,14 @@ import pytest
 import xarray as xr
 import yaml
 import zarr
-
-from hpc import report, store
-from hpc.aggregate import aggregate
-from hpc.runner import commit_shard, merge_summaries, run_shard
-from hpc.spec import parse_spec
-
 from conftest import run_hpc
+
+from hpc.core import paths
+from hpc.report import build as report
+from hpc.sweep import store
+from hpc.sweep.aggregate import aggregate
+from hpc.sweep.runner import commit_shard, merge_summaries, run_shard
+from hpc.sweep.spec import parse_spec
 
 ONE_D = {"name": "line", "model": "mccall", "params": {"n_wages": 21},
          "sweep": {"c": {"linspace": [15, 30, 8]}}, "shards": 1}
@@ -37,11 +38,11 @@ SAMPLED = {"name": "sampled", "model": "synthetic", "params": {"steps": 50},
 def run_sweep(root, data, shards=None, finish=True):
     """Plan, run and commit the shards of a sweep in this process (what the workflow's jobs do)."""
     spec = parse_spec(data, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
-    plan, _ = store.plan_sweep(spec, store.plan_path(spec.name, root))
+    plan, _ = store.plan_sweep(spec, paths.plan_path(spec.name, root))
     for shard in range(plan.n_shards) if shards is None else shards:
         commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, root)]), root)
     if finish:
-        aggregate(store.plan_path(spec.name, root))
+        aggregate(paths.plan_path(spec.name, root))
     return plan
 
 
@@ -117,7 +118,7 @@ def test_one_dimensional_sweep_summary_and_line_plots(results, checked_figures):
     assert "against c [wage units]" in line and "Red crosses" not in line  # every point converged
     stats = section(page, "results").split("Summary statistics", 1)[1]
     rows = {r[0]: r for r in table_rows(stats)}
-    ds = xr.open_zarr(store.store_path("line", results))
+    ds = xr.open_zarr(paths.store_path("line", results))
     assert float(rows["reservation_wage"][3]) == pytest.approx(float(ds["reservation_wage"].min()), rel=1e-5)
     assert "Every computed point converged" in section(page, "failures")
 
@@ -137,7 +138,7 @@ def test_two_dimensional_sweep_heat_map_and_representative_points(results, check
 
 
 def test_three_dimensional_sweep_with_failed_points(results, checked_figures):
-    ds = xr.open_zarr(store.store_path("cube", results))
+    ds = xr.open_zarr(paths.store_path("cube", results))
     failed = ~ds["converged"].values
     assert 0 < failed.sum() < failed.size  # the spec is made so that some points fail
     page = report.build_report("cube", results)
@@ -157,7 +158,7 @@ def test_three_dimensional_sweep_with_failed_points(results, checked_figures):
 def test_non_finite_points_are_listed_with_the_outputs_at_fault(results, tmp_path):
     root = tmp_path / "results"
     shutil.copytree(results / "grid", root / "grid")
-    group = zarr.open_group(str(store.store_path("grid", root)), mode="r+")
+    group = zarr.open_group(str(paths.store_path("grid", root)), mode="r+")
     group["reservation_wage"][2, 1] = np.nan
     group["finite"][2, 1] = False
     sweep = report.load_sweep("grid", root)
@@ -195,10 +196,10 @@ def test_partial_sweep_report_and_recorded_attempts(results, tmp_path, checked_f
     # The 2-D sweep as it stood with shard 1 not run yet, and shard 2 retried and resumed.
     root = tmp_path / "results"
     shutil.copytree(results / "grid", root / "grid")
-    store.marker_path("grid", 1, root).unlink()
-    group = zarr.open_group(str(store.store_path("grid", root)), mode="r+")
+    paths.marker_path("grid", 1, root).unlink()
+    group = zarr.open_group(str(paths.store_path("grid", root)), mode="r+")
     group["point_done"][...] = group["shard_index"][...] != 1
-    marker = store.marker_path("grid", 2, root)
+    marker = paths.marker_path("grid", 2, root)
     body = json.loads(marker.read_text())
     body.update(attempt=2, job_id="4242", computed=body["points"] - 1)  # as a retried, resumed job would record
     marker.write_text(json.dumps(body))

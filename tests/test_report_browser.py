@@ -20,7 +20,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_snakemake, write_spec
 
 pytestmark = pytest.mark.slow

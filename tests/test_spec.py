@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from hpc.errors import SpecError
-from hpc.spec import MAX_POINTS, load_spec, parse_spec
+from hpc.core.errors import SpecError
+from hpc.sweep.spec import MAX_POINTS, load_spec, parse_spec
 
 GOOD = {
     "name": "ok",

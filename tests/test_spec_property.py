@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc.errors import SpecError
-from hpc.spec import parse_spec
+from hpc.core.errors import SpecError
+from hpc.sweep.spec import parse_spec
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
                     st.text(max_size=12))

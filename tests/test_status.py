@@ -10,20 +10,20 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
-from hpc import status, store
-from hpc.aggregate import aggregate
-from hpc.runner import commit_shard, merge_summaries, run_shard
-from hpc.spec import parse_spec
-
 from conftest import PYTHON, REPO, SMALL_MCCALL, cluster_test, run_hpc, write_spec
+
+from hpc.core import paths
+from hpc.sweep import status, store
+from hpc.sweep.aggregate import aggregate
+from hpc.sweep.runner import commit_shard, merge_summaries, run_shard
+from hpc.sweep.spec import parse_spec
 
 FOUR_SHARDS = dict(SMALL_MCCALL, name="four", sweep={"c": {"linspace": [15, 30, 8]}}, shards=4)
 
 
 def plan_and_run(root, data, shards=()):
     spec = parse_spec(data, yaml.safe_dump(data, sort_keys=False))
-    plan, _ = store.plan_sweep(spec, store.plan_path(spec.name, root))
+    plan, _ = store.plan_sweep(spec, paths.plan_path(spec.name, root))
     for shard in shards:
         commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, root)]), root)
     return plan
@@ -125,7 +125,7 @@ def test_finished_sweep_and_watch(tmp_path):
     plain = io.StringIO()
     assert status.watch("done", root, interval=0, stream=plain, max_updates=2, jobs=False) == 0
     assert plain.getvalue().count("2/2 shards done, 8/8 points done") == 2  # not aggregated: it keeps watching
-    aggregate(store.plan_path("done", root))
+    aggregate(paths.plan_path("done", root))
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -157,7 +157,7 @@ class TestOnTheCluster:
         seen = []
         try:
             deadline = time.time() + 300
-            while time.time() < deadline and not store.plan_path("watched", root).exists():
+            while time.time() < deadline and not paths.plan_path("watched", root).exists():
                 time.sleep(0.5)
             while time.time() < deadline:
                 st = status.sweep_status("watched", root)

@@ -7,29 +7,30 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-
-from hpc import store
-from hpc.aggregate import aggregate
-from hpc.errors import SpecError
-from hpc.models import get_model
-from hpc.plan import make_plan, write_atomic
-from hpc.runner import commit_shard, merge_summaries, run_shard, solve_points
-from hpc.spec import parse_spec
-
 from conftest import SMALL_MCCALL
+
+from hpc.core import paths
+from hpc.core.errors import SpecError
+from hpc.core.files import write_atomic
+from hpc.models import get_model
+from hpc.sweep import store
+from hpc.sweep.aggregate import aggregate
+from hpc.sweep.plan import make_plan
+from hpc.sweep.runner import commit_shard, merge_summaries, run_shard, solve_points
+from hpc.sweep.spec import parse_spec
 
 
 @pytest.fixture
 def planned(tmp_path):
     plan = make_plan(parse_spec(SMALL_MCCALL))
     assert store.create_store(plan, tmp_path) == "created"
-    write_atomic(store.plan_path(plan.name, tmp_path), plan.to_json())
+    write_atomic(paths.plan_path(plan.name, tmp_path), plan.to_json())
     return plan, tmp_path
 
 
 def test_store_layout_before_any_shard(planned):
     plan, root = planned
-    ds = xr.open_zarr(store.store_path(plan.name, root), consolidated=False)
+    ds = xr.open_zarr(paths.store_path(plan.name, root), consolidated=False)
     assert ds["reservation_wage"].dims == ("c", "beta")
     assert ds["value"].dims == ("c", "beta", "wage")
     assert ds.sizes == {"c": 6, "beta": 2, "wage": 21}
@@ -45,9 +46,9 @@ def test_shards_fill_the_store_with_the_direct_solution(planned):
     plan, root = planned
     for shard in range(plan.n_shards):
         commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, root)]), root)
-    summary = aggregate(store.plan_path(plan.name, root))
+    summary = aggregate(paths.plan_path(plan.name, root))
     assert summary["points"] == 12 and summary["non_finite"] == 0
-    ds = xr.open_zarr(store.store_path(plan.name, root))
+    ds = xr.open_zarr(paths.store_path(plan.name, root))
     assert ds["point_done"].all() and ds["finite"].all() and ds["converged"].all()
     model = get_model("mccall")
     c, beta = np.meshgrid(ds["c"].values, ds["beta"].values, indexing="ij")
@@ -75,16 +76,16 @@ def test_marker_refused_until_every_chunk_is_committed(planned):
     plan, root = planned
     with pytest.raises(RuntimeError, match="not committed"):
         commit_shard(plan, 0, {"points": 0}, root)
-    assert not store.marker_path(plan.name, 0, root).exists()
+    assert not paths.marker_path(plan.name, 0, root).exists()
 
 
 @pytest.mark.fault('stale completion marker from an older spec', expect='ignored; the shard is not counted done')
 def test_stale_marker_from_another_plan_is_not_trusted(planned):
     plan, root = planned
-    write_atomic(store.marker_path(plan.name, 0, root), json.dumps({"digest": "0000", "shard": 0}))
+    write_atomic(paths.marker_path(plan.name, 0, root), json.dumps({"digest": "0000", "shard": 0}))
     assert 0 not in store.valid_markers(plan, root)
     with pytest.raises(RuntimeError, match=r"shards \[0, 1, 2\]"):
-        aggregate(store.plan_path(plan.name, root))
+        aggregate(paths.plan_path(plan.name, root))
 
 
 @pytest.mark.fault('changed spec under an existing name', expect='refused, store untouched')
@@ -109,7 +110,7 @@ def test_points_the_model_raises_for_are_recorded_failed_and_the_rest_kept(tmp_p
     commit_shard(plan, 0, summary, tmp_path)
     assert summary["failed"] == 3 and summary["non_finite"] == 0
     assert summary["errors"] == [{"static": {"variant": "broken"}, "error": "NotImplementedError: variant 'broken' has no solver"}]
-    ds = xr.open_zarr(store.store_path("faulty", tmp_path), consolidated=False)
+    ds = xr.open_zarr(paths.store_path("faulty", tmp_path), consolidated=False)
     assert ds["point_done"].all()
     np.testing.assert_array_equal(ds["failed"].values, [[False, True]] * 3)
     assert np.isnan(ds["y"].sel(variant="broken")).all()  # never a number

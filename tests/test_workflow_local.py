@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-
 from conftest import PYTHON, REPO, SMALL_MCCALL, run_hpc, run_snakemake, write_spec
 
 pytestmark = pytest.mark.slow

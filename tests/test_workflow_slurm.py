@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-
 from conftest import PYTHON, REPO, SMALL_MCCALL, cluster_test, run_snakemake, write_spec
 
 pytestmark = [*cluster_test, pytest.mark.usefixtures("slurm_cluster")]
@@ -127,7 +126,7 @@ def _descendants(pid: int) -> list[int]:
 def test_a_node_that_dies_mid_job_is_survived_by_retry(tmp_path, local_reference):
     """kill -9 a node's slurmd and its job's processes: Slurm fails the job (NODE_FAIL), the
     profile's retry reruns the shard elsewhere, the sweep completes; the node comes back."""
-    from hpc import cluster
+    from hpc.cluster import emulated as cluster
 
     spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="nodefail", shards=3, batch_size=2))
     cmd = [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from hpc.errors import SpecError
+from hpc.core.errors import SpecError
 from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
 
 __all__ = ["Model", "Output", "Parameter", "DIAGNOSTICS", "get_model", "model_names"]

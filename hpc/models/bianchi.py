@@ -67,8 +67,13 @@ import numpy as np
 
 from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
 from hpc.models.shocks import tauchen_hussey_var
-from hpc.models.simulate import (interp_columns, markov_chain_path, masked_median, sequential_under_vmap,
-                                 uniform_grid_weights)
+from hpc.models.simulate import (
+    interp_columns,
+    markov_chain_path,
+    masked_median,
+    sequential_under_vmap,
+    uniform_grid_weights,
+)
 
 
 class BianchiParams(NamedTuple):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc import store
+from hpc.core import paths
 from hpc.train.spec import TrainSpec
 
 FEISTEL_ROUNDS = 4
@@ -95,7 +95,7 @@ def sweep_dataset(spec: TrainSpec, root=None) -> Dataset:
     import xarray as xr
 
     sweep = spec.data.sweep
-    path = store.store_path(sweep.name, root)
+    path = paths.store_path(sweep.name, root)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path}: the sweep's store is missing; run the sweep first")
     ds = xr.open_zarr(path, consolidated=False)

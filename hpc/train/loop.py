@@ -32,10 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc import compile_cache, distributed, store
-from hpc.plan import write_atomic
+from hpc.core import paths
+from hpc.core.files import write_atomic
+from hpc.execution import compile_cache, distributed
+from hpc.sweep import store
 from hpc.train import checkpoint as ckpt_lib
-from hpc.train import metrics, paths
+from hpc.train import metrics
 from hpc.train.data import Dataset, batch_origin, load_dataset, permute
 from hpc.train.network import build_network
 from hpc.train.optim import build_optimizer, schedule
@@ -298,9 +300,9 @@ def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: 
     # JAX's own preemption notifier would take SIGTERM from us; the stop flag does its work.
     jax.config.update("jax_enable_preemption_service", False)
     launch = distributed.start(distributed.detect_launch())
-    root = paths.root_of_marker(marker) if marker else store.RESULTS_ROOT
+    root = paths.root_of_marker(marker) if marker else paths.RESULTS_ROOT
     compile_cache.enable(root)
-    marker = Path(marker) if marker else paths.marker_path(spec.name, root)
+    marker = Path(marker) if marker else paths.train_marker_path(spec.name, root)
     lead = jax.process_index() == 0
     who = distributed.where() if launch.method != "single" else distributed.node_name()
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpc import store
-from hpc.errors import SpecError
+from hpc.core.errors import SpecError
+from hpc.sweep import store
 
 STEP_VARS = {
     "loss": "mean squared error of the batch (standardized targets)",
@@ -54,7 +54,7 @@ def read_attrs(path: Path) -> dict:
 
 def check_not_another_run(spec, root: Path | None = None) -> None:
     """Refuse early a spec whose name holds a training run made from another spec."""
-    from hpc.train import paths
+    from hpc.core import paths
 
     existing = read_attrs(paths.train_store_path(spec.name, root)).get("digest")
     if existing and existing != spec.digest():

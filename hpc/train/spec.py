@@ -1,6 +1,6 @@
 """Training specs: read the YAML a user writes, check it, and fill in the defaults.
 
-Checks run before anything is submitted: the JSON schema (workflow/schemas/train.schema.yaml)
+Checks run before anything is submitted: the JSON schema (hpc/core/schemas/train.schema.yaml)
 for the shape of the file, then the names (the sweep spec it trains on, its model's outputs and
 parameters), then the layout (the global batch over the devices). Every mistake raises one
 SpecError naming the key and the fix.
@@ -8,23 +8,19 @@ SpecError naming the key and the fix.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
-from hpc.errors import SpecError
+from hpc.core import checkout, specfile
+from hpc.core.errors import SpecError
 from hpc.models import get_model
-from hpc.spec import Spec, load_spec, read_spec_file
+from hpc.sweep.spec import Spec, load_spec, read_spec_file
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO / "workflow" / "schemas" / "train.schema.yaml"
+REPO = checkout.package_root()  # example sweep specs are found in a checkout too
 DATA_FORMS = "data is {sweep: FILE, inputs: [...], target: OUTPUT} or {synthetic: {samples: N}}"
 
 
@@ -98,8 +94,7 @@ class TrainSpec:
 
     def digest(self) -> str:
         """A hash of what the run computes; checkpoints of another digest are never resumed."""
-        blob = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return specfile.digest(self.normalized())
 
     def devices(self) -> int | None:
         """Devices of the job in all, where the spec decides it (CPU processes, or one per GPU)."""
@@ -109,9 +104,8 @@ class TrainSpec:
         return self.tasks * max(1, self.cpu_devices)
 
 
-@lru_cache(maxsize=1)
 def _schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return specfile.schema("train")
 
 
 def check_schema(data: Any) -> None:

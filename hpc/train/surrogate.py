@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc.train import paths
+from hpc.core import paths
 from hpc.train.checkpoint import load_state
 from hpc.train.network import build_network
 

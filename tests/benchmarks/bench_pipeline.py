@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from hpc.models import get_model  # noqa: E402
-from hpc.runner import MeshSolver, solve_points  # noqa: E402
+from hpc.sweep.runner import MeshSolver, solve_points  # noqa: E402
 
 POINTS_PER_SHARD = 8
 

@@ -16,12 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import REPO
-from hpc.models import get_model
-from hpc.models import bianchi
-from hpc.models.shocks import chain_moments, stationary_distribution, unconditional_covariance
-from hpc.runner import solve_points
+
+from hpc.models import bianchi, get_model
+from hpc.models.shocks import (
+    chain_moments,
+    stationary_distribution,
+    unconditional_covariance,
+)
+from hpc.sweep.runner import solve_points
 
 MODEL = get_model("bianchi")
 STATS = ("crisis_probability", "crisis_probability_own_sd", "constraint_binding_frequency",

@@ -8,7 +8,7 @@ from scipy.optimize import brentq
 
 from hpc.models import get_model
 from hpc.models.mccall import _static_arrays, reservation_wage_equation
-from hpc.runner import solve_points
+from hpc.sweep.runner import solve_points
 
 MODEL = get_model("mccall")
 

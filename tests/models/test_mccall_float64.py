@@ -15,7 +15,7 @@ def test_float64_vfi_matches_equation_to_1e8():
         from scipy.optimize import brentq
         from hpc.models import get_model
         from hpc.models.mccall import _static_arrays, reservation_wage_equation
-        from hpc.runner import configure_precision, solve_points
+        from hpc.sweep.runner import configure_precision, solve_points
         configure_precision("float64")
         m = get_model("mccall")
         fixed = dict(m.defaults(), tol=1e-12)

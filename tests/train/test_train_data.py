@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import train_helpers
+
 from hpc.train.data import batch_indices, load_dataset, permute, synthetic_dataset
 from hpc.train.spec import load_train_spec, parse_train_spec
 

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
-
 import train_helpers
-from train_helpers import assert_same_params, final_params, open_run
 from conftest import PYTHON, REPO, run_hpc
+from train_helpers import assert_same_params, final_params, open_run
+
 from hpc.train.checkpoint import Checkpoints, load_state
 from hpc.train.surrogate import load_surrogate
 

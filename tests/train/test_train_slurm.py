@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-
 import train_helpers
 from conftest import PYTHON, REPO, cluster_test, run_hpc, run_snakemake, write_spec
 from train_helpers import assert_same_params, final_params, open_run

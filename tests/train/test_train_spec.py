@@ -6,9 +6,9 @@ import copy
 import subprocess
 
 import pytest
-
 from conftest import PYTHON, REPO, run_hpc, run_snakemake, write_spec
-from hpc.errors import SpecError
+
+from hpc.core.errors import SpecError
 from hpc.train.spec import load_train_spec, parse_train_spec
 
 SWEEP = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-
 from conftest import run_snakemake, write_spec
+
 from hpc.train.checkpoint import load_state
 
 # 80 (c, β) points × 21 wages: 1,680 rows of v(w; c, β).

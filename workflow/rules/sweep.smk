@@ -1,7 +1,7 @@
-# Rules of a sweep. Paths come from hpc.store (the one place that builds them).
+# Rules of a sweep. Paths come from hpc.core.paths (the one place that builds them).
 
 NAME = SPEC.name
-SWEEP_DIR = str(store.sweep_dir(NAME))
+SWEEP_DIR = str(paths.sweep_dir(NAME))
 SHARDS = [f"{i:04d}" for i in range(SPEC.shards)]
 
 
@@ -92,7 +92,7 @@ rule aggregate:
         summary=f"{SWEEP_DIR}/aggregate.json",
     localrule: True
     run:
-        from hpc.aggregate import aggregate
+        from hpc.sweep.aggregate import aggregate
 
         aggregate(input.plan, output.summary)
 
@@ -106,6 +106,6 @@ rule report:
                       labels={"sweep": NAME, "file": "report.html"}),
     localrule: True
     run:
-        from hpc.report import write_report
+        from hpc.report.build import write_report
 
-        write_report(NAME, store.root_of_plan(input.plan), output.report)
+        write_report(NAME, paths.root_of_plan(input.plan), output.report)

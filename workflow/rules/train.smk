@@ -1,11 +1,10 @@
-# Rules of a training run (--config train=SPEC). Paths come from hpc.train.paths.
+# Rules of a training run (--config train=SPEC). Paths come from hpc.core.paths.
 #
 # When the data is a sweep's store, the sweep's completion (aggregate.json, written once every
 # shard is committed) is the training rule's input: Snakemake runs or resumes the sweep first.
 # The checkpoints and train.zarr are not declared outputs (Snakemake would delete them when a job
 # fails); the marker train.json is, and is written last.
 
-from hpc.train import paths as train_paths
 from hpc.train.metrics import check_not_another_run
 
 try:
@@ -14,7 +13,7 @@ except SpecError as exc:
     sys.stderr.write(f"Error: bad training spec {TRAIN_FILE}: {exc}\n")
     sys.exit(2)
 
-TRAIN_DIR = str(train_paths.run_dir(TRAIN.name))
+TRAIN_DIR = str(paths.run_dir(TRAIN.name))
 TRAIN_DATA = [f"{SWEEP_DIR}/aggregate.json"] if TRAIN.data.kind == "sweep" else []
 TRAIN_TARGETS = [f"{TRAIN_DIR}/report.html"]
 
@@ -69,6 +68,6 @@ rule train_report:
         report=f"{TRAIN_DIR}/report.html",
     localrule: True
     run:
-        from hpc.report import write_report
+        from hpc.report.build import write_report
 
-        write_report(TRAIN.name, train_paths.root_of_marker(input.marker), output.report)
+        write_report(TRAIN.name, paths.root_of_marker(input.marker), output.report)

@@ -1,18 +1,15 @@
 """Sweep specs: read the YAML a user writes, check it, and turn it into axes of parameter values.
 
 Checks run in two steps, before anything is planned or submitted: the JSON schema
-(workflow/schemas/sweep.schema.yaml) for the shape of the file, then the model for names, types
+(hpc/core/schemas/sweep.schema.yaml) for the shape of the file, then the model for names, types
 and bounds. Every mistake raises one SpecError naming the key and the fix.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +17,11 @@ import jsonschema
 import numpy as np
 import yaml
 
-from hpc.errors import SpecError
+from hpc.core import specfile
+from hpc.core.errors import SpecError
 from hpc.models import get_model
 from hpc.models.base import Model, Parameter
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "sweep.schema.yaml"
 MAX_POINTS = 10_000_000  # beyond this a sweep is refused: split it into several specs
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 SAMPLE_DIM = "sample"
@@ -97,13 +94,11 @@ class Spec:
 
     def digest(self) -> str:
         """A hash of what the store holds; a store made from another digest is never mixed in."""
-        blob = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return specfile.digest(self.normalized())
 
 
-@lru_cache(maxsize=1)
 def _schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return specfile.schema("sweep")
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:

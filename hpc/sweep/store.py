@@ -1,11 +1,4 @@
-"""The sweep store: where results live on disk and how they are laid out.
-
-Nobody else builds these paths. For a sweep named NAME under the results root:
-
-    results/NAME/plan.json              the plan (grid, chunks, shard assignment)
-    results/NAME/sweep.zarr             the Zarr v3 store every shard writes into
-    results/NAME/shards/shard-0003.json completion marker of shard 3 (written last, atomically)
-    results/NAME/report.html            the report
+"""The sweep store (results/NAME/sweep.zarr, path from hpc.core.paths): its layout and its writes.
 
 Inside the store: one dimension per swept parameter (named and ordered as in the spec) with its
 coordinate values; zipped and sampled dimensions have an index coordinate and one coordinate per
@@ -30,39 +23,15 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpc.errors import SpecError
+from hpc.core import checkout, paths
+from hpc.core.errors import SpecError
+from hpc.core.files import write_atomic
 from hpc.models import get_model
 from hpc.models.base import Model
-from hpc.plan import Plan, make_plan, write_atomic
+from hpc.sweep.plan import Plan, make_plan
 
-RESULTS_ROOT = Path(os.environ.get("HPC_RESULTS", "results"))
 STATUS_VARS = ("point_done", "finite", "failed", "shard_index")
 PACKAGES = ("hpc-sweeps", "jax", "jaxlib", "numpy", "zarr", "xarray", "snakemake", "snakemake-executor-plugin-slurm")
-
-
-def sweep_dir(name: str, root: Path | None = None) -> Path:
-    return Path(root or RESULTS_ROOT) / name
-
-
-def plan_path(name: str, root: Path | None = None) -> Path:
-    return sweep_dir(name, root) / "plan.json"
-
-
-def root_of_plan(plan_file: str | Path) -> Path:
-    """The results root a plan file lives under (ROOT/NAME/plan.json)."""
-    return Path(plan_file).resolve().parent.parent
-
-
-def store_path(name: str, root: Path | None = None) -> Path:
-    return sweep_dir(name, root) / "sweep.zarr"
-
-
-def marker_path(name: str, shard: int, root: Path | None = None) -> Path:
-    return sweep_dir(name, root) / "shards" / f"shard-{shard:04d}.json"
-
-
-def report_path(name: str, root: Path | None = None) -> Path:
-    return sweep_dir(name, root) / "report.html"
 
 
 def float_dtype(precision: str) -> np.dtype:
@@ -85,7 +54,7 @@ def shape_static(plan: Plan) -> dict:
 
 
 def git_commit() -> str:
-    here = Path(__file__).resolve().parent.parent
+    here = checkout.package_root()
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
@@ -128,7 +97,7 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     never mixed with this one. The store is built beside its final path and renamed into place,
     so a half-created store is never found there.
     """
-    path = store_path(plan.name, root)
+    path = paths.store_path(plan.name, root)
     if _refuse_other_digest(path, plan.digest):
         return "kept"
     model = get_model(plan.model)
@@ -147,8 +116,8 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
     means the store is ready.
     """
     plan = make_plan(spec)
-    root = root_of_plan(plan_file)
-    expected = plan_path(plan.name, root)
+    root = paths.root_of_plan(plan_file)
+    expected = paths.plan_path(plan.name, root)
     if Path(plan_file).resolve() != expected.resolve():
         raise SpecError("name", f"the plan of {plan.name!r} belongs at {expected}, not {plan_file}")
     state = create_store(plan, root)
@@ -158,7 +127,7 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
 
 def check_not_another_spec(spec, root: Path | None = None) -> None:
     """Refuse early (before any job) a spec whose name holds a store made from another spec."""
-    _refuse_other_digest(store_path(spec.name, root), spec.digest())
+    _refuse_other_digest(paths.store_path(spec.name, root), spec.digest())
 
 
 def _refuse_other_digest(path: Path, digest: str) -> bool:
@@ -231,7 +200,7 @@ def read_store_attrs(path: Path) -> dict:
 
 
 def open_arrays(name: str, root: Path | None = None, mode: str = "r+") -> zarr.Group:
-    return zarr.open_group(str(store_path(name, root)), mode=mode, zarr_format=3)
+    return zarr.open_group(str(paths.store_path(name, root)), mode=mode, zarr_format=3)
 
 
 def write_region(group: zarr.Group, region: tuple[slice, ...], outputs: dict[str, np.ndarray], finite: np.ndarray) -> None:
@@ -251,7 +220,7 @@ def region_done(group: zarr.Group, region: tuple[slice, ...]) -> bool:
 
 def read_marker(name: str, shard: int, root: Path | None = None) -> dict | None:
     try:
-        return json.loads(marker_path(name, shard, root).read_text())
+        return json.loads(paths.marker_path(name, shard, root).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -268,7 +237,7 @@ def valid_markers(plan: Plan, root: Path | None = None) -> dict[int, dict]:
 
 def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = None) -> None:
     """Record per-shard execution in the store's attributes and consolidate its metadata."""
-    path = store_path(plan.name, root)
+    path = paths.store_path(plan.name, root)
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     if not np.all(group["point_done"][...]):
         missing = int(np.size(group["point_done"]) - np.count_nonzero(group["point_done"][...]))

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpc import distributed
+from hpc.execution import distributed
 
 # How long the remaining processes get to end after one of them failed.
 KILL_GRACE_S = 10

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hpc.spec import Spec
+from hpc.sweep.spec import Spec
 
 PLAN_VERSION = 1
 # Several chunks per shard let an interrupted shard resume chunk by chunk, let the processes of a
@@ -153,18 +152,6 @@ def make_plan(spec: Spec) -> Plan:
 
 def read_plan(path: str | Path) -> Plan:
     return Plan.from_json(Path(path).read_text())
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def describe(plan: Plan) -> str:

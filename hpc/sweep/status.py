@@ -30,9 +30,10 @@ from typing import TextIO
 
 import numpy as np
 
-from hpc import store
-from hpc.errors import SpecError
-from hpc.plan import read_plan
+from hpc.core import paths
+from hpc.core.errors import SpecError
+from hpc.sweep import store
+from hpc.sweep.plan import read_plan
 
 SHARD_COMMENT = re.compile(r"^rule_run_shard_wildcards_(\d+)$")
 SQUEUE_FIELDS = ("job_id", "job_name", "comment", "state", "submit", "start", "end", "nodes", "reason", "workdir")
@@ -48,7 +49,7 @@ PROGRESS_LINE = re.compile(r"^shard \d+: (\d+)/(\d+) points \(", re.M)  # hpc.ru
 
 def shard_log_path(name: str, shard: int, root: Path | None = None) -> Path:
     # Where workflow/rules/sweep.smk sends a shard job's stderr.
-    return store.sweep_dir(name, root) / "logs" / f"shard-{shard:04d}.log"
+    return paths.sweep_dir(name, root) / "logs" / f"shard-{shard:04d}.log"
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,14 +152,14 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
     ``jobs``: True asks Slurm (``squeue``) when it is there; False does not; a list is taken as
     squeue's answer (tests).
     """
-    root = Path(root) if root is not None else store.RESULTS_ROOT
-    path = store.plan_path(name, root)
+    root = Path(root) if root is not None else paths.RESULTS_ROOT
+    path = paths.plan_path(name, root)
     if not path.exists():
-        raise SpecError("name", f"no planned sweep {name!r} under {store.sweep_dir(name, root).parent}",
+        raise SpecError("name", f"no planned sweep {name!r} under {paths.sweep_dir(name, root).parent}",
                         "run the workflow (or `hpc plan SPEC --output ...`) first")
     now = time.time() if now is None else now
     plan = read_plan(path)
-    attrs = store.read_store_attrs(store.store_path(name, root))
+    attrs = store.read_store_attrs(paths.store_path(name, root))
     markers = store.valid_markers(plan, root)
     group = store.open_arrays(name, root, mode="r")
     done = np.asarray(group["point_done"][...], bool)

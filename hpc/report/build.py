@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 
-from hpc import store
+from hpc.core import paths
+from hpc.core.files import write_atomic
 from hpc.models import get_model
-from hpc.plan import read_plan, write_atomic
+from hpc.sweep import store
+from hpc.sweep.plan import read_plan
 
 FAILED_ROWS = 500  # failed points listed one by one; the rest are counted
 GRID_ROWS = 200  # points listed in the table of every point
@@ -71,12 +73,12 @@ def open_zarr_dataset(path: Path):
 
 def open_sweep(name: str, root: Path | None = None):
     """The sweep's store as an xarray Dataset (use ``point_done`` to mask points not committed)."""
-    return open_zarr_dataset(store.store_path(name, root))
+    return open_zarr_dataset(paths.store_path(name, root))
 
 
 def train_store_path(name: str, root: Path | None = None) -> Path:
     # The training pipeline writes results/NAME/train.zarr beside a sweep's files.
-    return store.sweep_dir(name, root) / TRAIN_STORE
+    return paths.sweep_dir(name, root) / TRAIN_STORE
 
 
 @dataclass
@@ -166,7 +168,7 @@ def load_sweep(name: str, root: Path | None = None) -> Sweep:
     ds = open_sweep(name, root)
     model = get_model(ds.attrs["model"])
     plan = None
-    path = store.plan_path(name, root)
+    path = paths.plan_path(name, root)
     if path.exists():
         plan = read_plan(path)
         if plan.digest != ds.attrs.get("digest"):
@@ -1330,13 +1332,13 @@ def build_report(name: str, root: Path | None = None) -> str:
     """The report of sweep (and/or training run) ``name`` as one self-contained HTML page."""
     figures = Figures()
     sections: list[tuple[str, str, str]] = []
-    sweep_store = store.store_path(name, root)
+    sweep_store = paths.store_path(name, root)
     train = train_store_path(name, root)
     if not (sweep_store / "zarr.json").exists() and not (train / "zarr.json").exists():
-        from hpc.errors import SpecError
+        from hpc.core.errors import SpecError
 
         raise SpecError("name", f"no sweep store or training store for {name!r} under "
-                                f"{store.sweep_dir(name, root).parent}", "run the sweep first")
+                                f"{paths.sweep_dir(name, root).parent}", "run the sweep first")
     title = f"Training run {name}"
     if (sweep_store / "zarr.json").exists():
         sweep = load_sweep(name, root)
@@ -1354,7 +1356,7 @@ def build_report(name: str, root: Path | None = None) -> str:
 
 
 def write_report(name: str, root: Path | None = None, output: str | Path | None = None) -> Path:
-    out = Path(output) if output else store.report_path(name, root)
+    out = Path(output) if output else paths.report_path(name, root)
     write_atomic(out, build_report(name, root))
     return out
 

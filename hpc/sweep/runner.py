@@ -25,10 +25,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from hpc import compile_cache, distributed, store
+from hpc.core import paths
+from hpc.core.files import write_atomic
+from hpc.execution import compile_cache, distributed
 from hpc.models import get_model
 from hpc.models.base import Model
-from hpc.plan import Plan, read_plan, write_atomic
+from hpc.sweep import store
+from hpc.sweep.plan import Plan, read_plan
 
 
 def configure_precision(precision: str) -> None:
@@ -374,14 +377,14 @@ def commit_shard(plan: Plan, shard: int, summary: dict, root=None, marker=None) 
         if not store.region_done(group, plan.chunk_region(c)):
             raise RuntimeError(f"shard {shard}: chunk {c} is not committed; refusing to mark the shard done")
     body = dict(summary, shard=shard, digest=plan.digest, name=plan.name)
-    write_atomic(marker or store.marker_path(plan.name, shard, root), json.dumps(body, indent=1))
+    write_atomic(marker or paths.marker_path(plan.name, shard, root), json.dumps(body, indent=1))
 
 
 def run_and_commit(plan_file: str, shard: int, marker: str | None = None) -> dict:
     """Run a shard from its plan file (results/NAME/plan.json) in this process (one of the job's)
     and, on process 0 once every process is done, commit it."""
     plan = read_plan(plan_file)
-    root = store.root_of_plan(plan_file)
+    root = paths.root_of_plan(plan_file)
     configure_precision(plan.precision)
     launch = distributed.start(distributed.detect_launch())
     compile_cache.enable(root)

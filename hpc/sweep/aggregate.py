@@ -6,14 +6,16 @@ import json
 import sys
 from pathlib import Path
 
-from hpc import store
-from hpc.plan import read_plan, write_atomic
+from hpc.core import paths
+from hpc.core.files import write_atomic
+from hpc.sweep import store
+from hpc.sweep.plan import read_plan
 
 
 def aggregate(plan_file: str | Path, output: str | Path | None = None) -> dict:
     """Finalize the store and return (and write to ``output``) a summary of the sweep."""
     plan = read_plan(plan_file)
-    root = store.root_of_plan(plan_file)
+    root = paths.root_of_plan(plan_file)
     markers = store.valid_markers(plan, root)
     missing = sorted(set(range(plan.n_shards)) - set(markers))
     if missing:

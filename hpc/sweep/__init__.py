@@ -1,0 +1,7 @@
+"""The sweep pipeline, stage by stage: spec (check a YAML spec, expand its axes) → plan (grid,
+chunks, shards) → store (create the Zarr store, write chunks) → runner (solve a shard's points on
+every device of every process; dask_run: every chunk as a dask task) → aggregate (check and
+finalize) → status (what is done, running, failed).
+
+Imports hpc.core, hpc.models and hpc.execution; never hpc.train or hpc.report.
+"""
