@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 
-from hpc.core import paths
+from hpc.core import paths, zarrio
 from hpc.core.files import write_atomic
 from hpc.models import get_model
 from hpc.sweep import store
@@ -55,25 +55,9 @@ TRAIN_STORE = "train.zarr"
 # Reading the store
 
 
-def _is_consolidated(path: Path) -> bool:
-    meta = json.loads((Path(path) / "zarr.json").read_text())
-    return meta.get("consolidated_metadata") is not None
-
-
-def open_zarr_dataset(path: Path):
-    """A Zarr store as an xarray Dataset, lazily indexed (no dask): a slice reads only its chunks."""
-    import warnings
-
-    import xarray as xr
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated.*")
-        return xr.open_zarr(path, consolidated=_is_consolidated(path), chunks=None)
-
-
 def open_sweep(name: str, root: Path | None = None):
     """The sweep's store as an xarray Dataset (use ``point_done`` to mask points not committed)."""
-    return open_zarr_dataset(paths.store_path(name, root))
+    return zarrio.open_dataset(paths.store_path(name, root))
 
 
 def train_store_path(name: str, root: Path | None = None) -> Path:
@@ -1173,7 +1157,7 @@ def training_datasets(path: Path) -> list[tuple[str, Any]]:
     import xarray as xr
     import zarr
 
-    ds = open_zarr_dataset(path)
+    ds = zarrio.open_dataset(path)
     if ds.data_vars:
         return [("", ds)]
     return [(name, xr.open_zarr(path, group=name, consolidated=False, chunks=None))
@@ -1269,7 +1253,7 @@ def training_section(path: Path, figures: Figures) -> str:
     per-step variable, grouped by metric (``loss`` with ``heldout_loss``), on a log scale when
     it spans decades, with checkpoint and resume events marked."""
     datasets = training_datasets(path)
-    root_attrs = datasets[0][1].attrs if datasets and not datasets[0][0] else open_zarr_dataset(path).attrs
+    root_attrs = datasets[0][1].attrs if datasets and not datasets[0][0] else zarrio.open_dataset(path).attrs
     pairs, figs = [("store", f"<code>{esc(path)}</code>")], []
     for where, ds in datasets:
         rows, body = training_curves(ds, figures, where)

@@ -30,7 +30,7 @@ from typing import TextIO
 
 import numpy as np
 
-from hpc.core import paths
+from hpc.core import paths, zarrio
 from hpc.core.errors import SpecError
 from hpc.sweep import store
 from hpc.sweep.plan import read_plan
@@ -159,7 +159,7 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
                         "run the workflow (or `hpc plan SPEC --output ...`) first")
     now = time.time() if now is None else now
     plan = read_plan(path)
-    attrs = store.read_store_attrs(paths.store_path(name, root))
+    attrs = zarrio.read_attrs(paths.store_path(name, root))
     markers = store.valid_markers(plan, root)
     group = store.open_arrays(name, root, mode="r")
     done = np.asarray(group["point_done"][...], bool)

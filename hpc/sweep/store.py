@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpc.core import checkout, paths
+from hpc.core import checkout, paths, zarrio
 from hpc.core.errors import SpecError
 from hpc.core.files import write_atomic
 from hpc.models import get_model
@@ -134,7 +134,7 @@ def _refuse_other_digest(path: Path, digest: str) -> bool:
     """True if the store at ``path`` exists and was made from ``digest``; SpecError if from another."""
     if not (path / "zarr.json").exists():
         return False
-    existing = read_store_attrs(path).get("digest")
+    existing = zarrio.read_attrs(path).get("digest")
     if existing != digest:
         raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
                         f"this spec {digest})", "choose a new name, or delete that directory to start over")
@@ -192,11 +192,6 @@ def _build_store(path: Path, plan: Plan, model: Model) -> None:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def read_store_attrs(path: Path) -> dict:
-    meta = json.loads((Path(path) / "zarr.json").read_text())
-    return meta.get("attributes", {})
 
 
 def open_arrays(name: str, root: Path | None = None, mode: str = "r+") -> zarr.Group:

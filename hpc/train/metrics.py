@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from hpc.core import zarrio
 from hpc.core.errors import SpecError
 from hpc.sweep import store
 
@@ -47,16 +48,11 @@ def eval_steps(steps: int, every: int) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, steps + 1, every), steps]).astype(np.int64)
 
 
-def read_attrs(path: Path) -> dict:
-    meta = Path(path) / "zarr.json"
-    return json.loads(meta.read_text()).get("attributes", {}) if meta.exists() else {}
-
-
 def check_not_another_run(spec, root: Path | None = None) -> None:
     """Refuse early a spec whose name holds a training run made from another spec."""
     from hpc.core import paths
 
-    existing = read_attrs(paths.train_store_path(spec.name, root)).get("digest")
+    existing = zarrio.read_attrs(paths.train_store_path(spec.name, root)).get("digest")
     if existing and existing != spec.digest():
         raise SpecError("name", f"{paths.run_dir(spec.name, root)} holds a training run made from another spec "
                         f"(digest {existing}, this spec {spec.digest()})",
@@ -67,7 +63,7 @@ def open_or_create(path: Path, spec, units: str, attrs: dict) -> zarr.Group:
     """The run's train.zarr: created on the first attempt, reopened (same digest) on a resume."""
     path = Path(path)
     if (path / "zarr.json").exists():
-        existing = read_attrs(path).get("digest")
+        existing = zarrio.read_attrs(path).get("digest")
         if existing != spec.digest():
             raise SpecError("name", f"{path} belongs to another spec (digest {existing}, this spec {spec.digest()})",
                             "choose a new name, or delete that directory to start over")
