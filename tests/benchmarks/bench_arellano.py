@@ -5,8 +5,8 @@ memory per point, and the throughput of a jit(vmap) batch against sequential sol
     .venv/bin/python tests/benchmarks/bench_arellano.py --quick    # 101 x 15 grid, float32 only
     .venv/bin/python tests/benchmarks/bench_arellano.py --moments  # simulated moments (docs/arellano.md)
 
-Prints the reference figures beside its own (shared/reference/models.md): a float64 JAX solve
-at the defaults takes 399 iterations, about 40 ms per iteration on a 2-core CPU (16 s in all).
+Prints the reference figures beside its own (a public JAX teaching version of the model, run
+beside this project's code on 2026-12-01): a float64 JAX solve at the defaults takes 399 iterations, about 40 ms per iteration on a 2-core CPU (16 s in all).
 """
 
 from __future__ import annotations
