@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NODES ?= 3
 PYTEST_ARGS ?=
 
-.PHONY: setup sweep test cluster-up cluster-down clean-results
+.PHONY: setup sweep test faults-doc cluster-up cluster-down clean-results
 
 $(BIN)/hpc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ cluster-down: setup
 # Every test, the slow end-to-end ones on the emulated Slurm cluster included.
 test: cluster-up
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every test, and docs/faults.md rewritten from the outcomes of the tests marked `fault`.
+faults-doc: cluster-up
+	$(BIN)/python -m pytest --faults-doc docs/faults.md $(PYTEST_ARGS)
 
 clean-results:
 	rm -rf results .snakemake
