@@ -103,9 +103,13 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     model = get_model(plan.model)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _build_store(tmp, plan, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
+    try:
+        _build_store(tmp, plan, model)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed build leaves nothing behind
+        raise
     return "created"
 
 
@@ -120,8 +124,18 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
     expected = paths.plan_path(plan.name, root)
     if Path(plan_file).resolve() != expected.resolve():
         raise SpecError("name", f"the plan of {plan.name!r} belongs at {expected}, not {plan_file}")
-    state = create_store(plan, root)
-    write_atomic(plan_file, plan.to_json())
+    run_dir = paths.run_dir(plan.name, root)
+    fresh = not run_dir.exists()
+    try:
+        state = create_store(plan, root)
+        write_atomic(plan_file, plan.to_json())
+    except BaseException:
+        if fresh:  # made here and (once the store's build is cleaned up) empty: remove it
+            try:
+                run_dir.rmdir()
+            except OSError:
+                pass
+        raise
     return plan, state
 
 
