@@ -156,11 +156,14 @@ def gather(launch: Launch, record: dict) -> list[dict]:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    blob = np.frombuffer(json.dumps(record).encode().ljust(4096), dtype=np.uint8)
-    if blob.size > 4096:
-        raise ValueError("record too large to gather")
-    gathered = multihost_utils.process_allgather(blob)
-    return [json.loads(bytes(row).decode().strip()) for row in np.asarray(gathered)]
+    # Records differ in size (a 256-core node's CPU list, a model's error messages): gather the
+    # sizes first, then every record padded to the largest.
+    blob = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([blob.size], dtype=np.int64))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), dtype=np.uint8)
+    padded[:blob.size] = blob
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [json.loads(bytes(row[:size]).decode()) for row, size in zip(gathered, sizes)]
 
 
 def barrier(launch: Launch, name: str) -> None:
