@@ -1,7 +1,8 @@
 """Arellano (2008) sovereign default with one-period debt.
 
 A small open economy receives an endowment y whose log follows an AR(1),
-log y' = ρ log y + σ_y ε, discretized by Tauchen on n_y points with transition matrix P. The
+log y' = ρ log y + σ_y ε, discretized by Tauchen on n_y points with transition matrix P
+(``hpc.models.shocks.tauchen``). The
 government holds one-period bonds b (b < 0 is debt) on a grid, and each period either repays
 or defaults. Foreign lenders are risk neutral and price a bond that promises one unit next
 period at
@@ -28,7 +29,10 @@ The income dimension is ``y_index`` (0..n_y-1), not the income level: ρ and σ_
 that a sweep over them compiles once, and the Tauchen grid they imply then differs from point to
 point. The log-income levels of each point are returned as the output ``log_income``.
 
-Simulated statistics (quarters after a burn-in, shocks fixed by ``seed``): ``default_frequency``
+Simulated statistics (quarters after a burn-in, shocks fixed by ``seed``; the income path is
+drawn by ``hpc.models.simulate.markov_chain_path_from_draws`` from the float32 Tauchen matrix of
+the float32-rounded ρ and σ_y, the same array in a float32 and a float64 solve, so that both see
+the same income path): ``default_frequency``
 is default events per year in percent (4 × the share of quarters with a default);
 ``mean_spread`` and ``spread_volatility`` are the mean and sd, in percentage points, of the
 annualized spread (1/q)^4 - (1+r)^4 over quarters in which the country borrows (b' < 0);
@@ -46,9 +50,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtr
 
 from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
+from hpc.models.shocks import stationary_distribution, tauchen
+from hpc.models.simulate import markov_chain_path_from_draws
 
 QUARTERS_PER_YEAR = 4
 
@@ -71,6 +76,7 @@ class Economy(NamedTuple):
     income: jax.Array  # (n_y,) y
     income_in_default: jax.Array  # (n_y,) h(y)
     transition: jax.Array  # (n_y, n_y) P[y, y']
+    chain_transition: jax.Array  # (n_y, n_y) float32 P the simulation draws income from
     zero_debt: int  # index of b = 0 in bond_grid (static)
 
 
@@ -90,40 +96,6 @@ def zero_debt_index(grid: np.ndarray) -> int:
     The default grid (251 points on [-0.45, 0.45]) holds 0 exactly; other grids use the nearest.
     """
     return int(np.argmin(np.abs(grid)))
-
-
-def tauchen(rho, sigma, n: int, n_std: float, dtype=jnp.float64):
-    """Tauchen (1986) discretization of x' = ρ x + σ ε on n evenly spaced points.
-
-    The grid spans ±n_std unconditional standard deviations, σ / sqrt(1 - ρ²). Each row of P
-    gives the normal mass of the interval around every grid point (the end points take the
-    tails). Traceable in ρ and σ; returns (grid, P).
-    """
-    rho = jnp.asarray(rho, dtype)
-    sigma = jnp.asarray(sigma, dtype)
-    half_width = n_std * sigma / jnp.sqrt(1 - rho**2)
-    grid = jnp.linspace(-half_width, half_width, n, dtype=dtype)
-    step = grid[1] - grid[0]
-    # z[i, j]: standardized distance from the conditional mean ρ x_i to the point x_j.
-    z = (grid[None, :] - rho * grid[:, None]) / sigma
-    upper = z + step / (2 * sigma)
-    lower = z - step / (2 * sigma)
-    # Mass of (lower, upper), taken in the tail nearer zero so that far-tail masses keep their
-    # relative precision in float32 (Φ(a) - Φ(b) with both near 1 cancels).
-    interior = jnp.where(z > 0, ndtr(-lower) - ndtr(-upper), ndtr(upper) - ndtr(lower))
-    first = ndtr(upper[:, :1])
-    last = ndtr(-lower[:, -1:])
-    transition = jnp.concatenate([first, interior[:, 1:-1], last], axis=1)
-    return grid, transition
-
-
-def stationary_distribution(transition):
-    """π with π P = π, Σ π = 1, by a linear solve (traceable)."""
-    n = transition.shape[0]
-    ones = jnp.ones((n, n), transition.dtype)
-    # (I - Pᵀ + 1 1ᵀ) π = 1 has the stationary distribution as its unique solution.
-    lhs = jnp.eye(n, dtype=transition.dtype) - transition.T + ones
-    return jnp.linalg.solve(lhs, jnp.ones(n, transition.dtype))
 
 
 def crra(c, gamma):
@@ -146,12 +118,19 @@ def make_economy(params: ArellanoParams, static) -> Economy:
     # E[y] under the stationary distribution of the discretized chain: the mean income of the
     # economy actually solved.
     mean_income = stationary_distribution(transition) @ income
+    # Computed in float32 from the float32-rounded (ρ, σ_y) in every precision: a float32 and a
+    # float64 solve then draw the same income path (P computed in each precision differs in
+    # the last float32 bit of most entries, enough to move a draw across a boundary now and
+    # then in a long simulation).
+    _, chain_transition = tauchen(jnp.asarray(params.rho, jnp.float32), jnp.asarray(params.sigma_y, jnp.float32),
+                                  static["n_y"], static["tauchen_m"], jnp.float32)
     return Economy(
         bond_grid=jnp.asarray(grid_np, dtype),
         log_income=log_income,
         income=income,
         income_in_default=jnp.minimum(params.default_cost * mean_income, income),
         transition=transition,
+        chain_transition=chain_transition,
         zero_debt=zero_debt_index(grid_np),
     )
 
@@ -248,6 +227,21 @@ def annual_spread(q, r):
     return 100 * ((1 / q) ** QUARTERS_PER_YEAR - (1 + r) ** QUARTERS_PER_YEAR)
 
 
+def simulation_draws(seed: int, quarters: int):
+    """(quarters, 2) float32 uniforms, whatever the solve's dtype: column 0 decides re-entry after
+    a default, column 1 the next income state."""
+    return jax.random.uniform(jax.random.PRNGKey(seed), (quarters, 2), jnp.float32)
+
+
+def simulated_income(econ: Economy, draws):
+    """Income indices y_0 .. y_{T-1} for T quarters of ``draws``, from the median income state.
+
+    Inverse-CDF sampling on ``econ.chain_transition`` (float32 in every precision), so a float32
+    and a float64 solve of the same point see the same path.
+    """
+    return markov_chain_path_from_draws(econ.chain_transition, econ.income.shape[0] // 2, draws[:-1, 1])
+
+
 def simulate(eq: Equilibrium, econ: Economy, params: ArellanoParams, periods: int, burn_in: int, seed: int):
     """Simulate the economy for burn_in + periods quarters; return the long-run statistics.
 
@@ -259,14 +253,13 @@ def simulate(eq: Equilibrium, econ: Economy, params: ArellanoParams, periods: in
     dtype = econ.income.dtype
     defaults = default_decision(eq.value_repay, eq.value_default)
     policy = borrowing_policy(eq, econ, params)
-    cumulative = jnp.cumsum(econ.transition, axis=1)
-    # Drawn in float32 whatever the solve's dtype, so that float32 and float64 solves see the
-    # same shocks and their statistics differ only through the solution.
-    draws = jax.random.uniform(jax.random.PRNGKey(seed), (burn_in + periods, 2), jnp.float32)
+    draws = simulation_draws(seed, burn_in + periods)
+    income_path = simulated_income(econ, draws)
 
-    def quarter(state, draw):
-        y_i, b_i, excluded = state
-        reenters = excluded & (draw[0] < params.theta)
+    def quarter(state, inputs):
+        b_i, excluded = state
+        reentry_draw, y_i = inputs
+        reenters = excluded & (reentry_draw < params.theta)
         b_i = jnp.where(reenters, econ.zero_debt, b_i)
         in_market = ~excluded | reenters
         defaults_now = in_market & defaults[b_i, y_i]
@@ -280,12 +273,11 @@ def simulate(eq: Equilibrium, econ: Economy, params: ArellanoParams, periods: in
             jnp.where(borrows, -b_next_level / econ.income[y_i], 0.0),
             borrows,
         )
-        # Next income: the first y' whose cumulative probability exceeds the draw.
-        y_next = jnp.minimum(jnp.sum(cumulative[y_i] < draw[1]), econ.income.shape[0] - 1).astype(jnp.int32)
-        return (y_next, b_next, excluded & ~reenters | defaults_now), record
+        return (b_next, excluded & ~reenters | defaults_now), record
 
-    start = (jnp.int32(econ.income.shape[0] // 2), jnp.int32(econ.zero_debt), jnp.bool_(False))
-    _, (default_events, indebted, price, debt_ratio, borrows) = jax.lax.scan(quarter, start, draws)
+    start = (jnp.int32(econ.zero_debt), jnp.bool_(False))
+    _, (default_events, indebted, price, debt_ratio, borrows) = jax.lax.scan(
+        quarter, start, (draws[:, 0], income_path))
     default_events, indebted, price, debt_ratio, borrows = (
         x[burn_in:] for x in (default_events, indebted, price, debt_ratio, borrows)
     )

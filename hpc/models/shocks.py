@@ -1,7 +1,16 @@
-"""Finite-state Markov approximations of Gaussian autoregressions, in NumPy.
+"""Finite-state Markov approximations of Gaussian autoregressions, and their invariant distribution.
 
-Discretizations run once per compile (they depend on static parameters only), so they are plain
-NumPy in float64 and deterministic: the same inputs give the same chain, bit for bit.
+A discretization that depends on static parameters only runs once per compile, so it is plain
+NumPy in float64 and deterministic: the same inputs give the same chain, bit for bit
+(``tauchen_hussey_var``). One whose parameters are swept (``tauchen``: ρ and σ are dynamic in
+Arellano's model) is JAX and traceable, so a sweep over them compiles once.
+``stationary_distribution`` takes either kind of matrix.
+
+Tauchen (1986) for an AR(1)
+---------------------------
+For x' = ρ x + σ ε on n evenly spaced points x_1 < ... < x_n spanning ±m unconditional standard
+deviations σ / √(1 - ρ²), with step h, P[i, j] is the normal mass of the interval
+(x_j - h/2, x_j + h/2] under N(ρ x_i, σ²); the end points take the tails.
 
 Tauchen and Hussey (1991) for a VAR(1)
 --------------------------------------
@@ -18,7 +27,10 @@ normalized so that each row sums to one. f(· | x) is the N(A x, Σ) density.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import ndtr
 
 
 def _gaussian_log_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -73,15 +85,43 @@ def unconditional_covariance(persistence, innovation_cov) -> np.ndarray:
     return vec.reshape(d, d)
 
 
-def stationary_distribution(transition) -> np.ndarray:
-    """The invariant distribution π = π P of an irreducible row-stochastic matrix."""
-    p = np.asarray(transition, dtype=np.float64)
+def tauchen(rho, sigma, n: int, n_std: float, dtype=jnp.float64):
+    """Tauchen (1986) discretization of x' = ρ x + σ ε on n points (see the module docstring).
+
+    Traceable in ρ and σ; computed in ``dtype``. Returns (grid, P).
+    """
+    rho = jnp.asarray(rho, dtype)
+    sigma = jnp.asarray(sigma, dtype)
+    half_width = n_std * sigma / jnp.sqrt(1 - rho**2)
+    grid = jnp.linspace(-half_width, half_width, n, dtype=dtype)
+    step = grid[1] - grid[0]
+    # z[i, j]: standardized distance from the conditional mean ρ x_i to the point x_j.
+    z = (grid[None, :] - rho * grid[:, None]) / sigma
+    upper = z + step / (2 * sigma)
+    lower = z - step / (2 * sigma)
+    # Mass of (lower, upper), taken in the tail nearer zero so that far-tail masses keep their
+    # relative precision in float32 (Φ(a) - Φ(b) with both near 1 cancels).
+    interior = jnp.where(z > 0, ndtr(-lower) - ndtr(-upper), ndtr(upper) - ndtr(lower))
+    first = ndtr(upper[:, :1])
+    last = ndtr(-lower[:, -1:])
+    transition = jnp.concatenate([first, interior[:, 1:-1], last], axis=1)
+    return grid, transition
+
+
+def stationary_distribution(transition):
+    """The invariant distribution π = π P, Σ π = 1, of an irreducible row-stochastic matrix.
+
+    (I - Pᵀ + 1 1ᵀ) π = 1 has π as its unique solution: (I - Pᵀ) π = 0 and 1ᵀ π = 1, and for an
+    irreducible P no other vector solves it. A JAX array (a tracer included) is solved in JAX in
+    its own dtype, so the function is traceable; anything else in NumPy, in float64.
+    """
+    if isinstance(transition, jax.Array):
+        xp, p = jnp, transition
+    else:
+        xp, p = np, np.asarray(transition, dtype=np.float64)
     n = p.shape[0]
-    # Replace one balance equation by the adding-up condition.
-    lhs = np.vstack([(p.T - np.eye(n))[:-1], np.ones(n)])
-    rhs = np.zeros(n)
-    rhs[-1] = 1.0
-    return np.linalg.solve(lhs, rhs)
+    lhs = xp.eye(n, dtype=p.dtype) - p.T + xp.ones((n, n), p.dtype)
+    return xp.linalg.solve(lhs, xp.ones(n, p.dtype))
 
 
 def chain_moments(nodes, transition) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,21 +13,33 @@ import jax.numpy as jnp
 def markov_chain_path(transition: jax.Array, initial_state: int, n_periods: int, key: jax.Array) -> jax.Array:
     """States s_0 .. s_{n-1} of the chain with row-stochastic ``transition``, s_0 = ``initial_state``.
 
-    One uniform draw per period: s_{t+1} is the first state whose cumulative probability in row
-    s_t exceeds the draw (inverse-CDF sampling), so the path is a function of ``key`` alone. Draws
-    and cumulative probabilities are float32 whatever the working precision, so that float32 and
-    float64 solves see the same path.
+    One float32 uniform draw per period from ``key``, fed to ``markov_chain_path_from_draws``: the
+    path is a function of ``key`` and of ``transition`` rounded to float32 alone.
+    """
+    draws = jax.random.uniform(key, (n_periods - 1,), dtype=jnp.float32)
+    return markov_chain_path_from_draws(transition, initial_state, draws)
+
+
+def markov_chain_path_from_draws(transition: jax.Array, initial_state, draws: jax.Array) -> jax.Array:
+    """States s_0 .. s_T of the chain, s_0 = ``initial_state``, from T uniform ``draws``.
+
+    Inverse-CDF sampling: s_{t+1} is the first state whose cumulative probability in row s_t
+    exceeds draw t. Draws and cumulative probabilities are float32 whatever the working
+    precision, so that float32 and float64 solves see the same path, provided their transition
+    matrices agree once rounded to float32 (the same float64 matrix cast to either precision
+    does; a matrix computed in each precision need not, so a model computes it once, in float32
+    or in float64 NumPy, for the simulation). Use this form when the draws come from a larger
+    array of draws shared with other shocks; ``markov_chain_path`` draws them from a key.
     """
     cdf = jnp.cumsum(transition.astype(jnp.float32), axis=1)
     n_states = transition.shape[0]
-    draws = jax.random.uniform(key, (n_periods - 1,), dtype=jnp.float32)
 
     def step(state, u):
         nxt = jnp.minimum(jnp.sum(u > cdf[state]), n_states - 1).astype(jnp.int32)
         return nxt, nxt
 
     s0 = jnp.asarray(initial_state, jnp.int32)
-    _, rest = jax.lax.scan(step, s0, draws)
+    _, rest = jax.lax.scan(step, s0, draws.astype(jnp.float32))
     return jnp.concatenate([s0[None], rest])
 
 
