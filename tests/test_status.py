@@ -101,6 +101,29 @@ def test_states_from_logs_without_a_scheduler(half_done, tmp_path):
     assert st["stopped"] is False  # shard 1 still counts as running
 
 
+def test_a_done_shard_names_the_job_its_marker_records(half_done, tmp_path):
+    import json
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(half_done / "four", root / "four")
+    marker = paths.marker_path("four", 2, root)
+    marker.write_text(json.dumps(dict(json.loads(marker.read_text()), job_id="777")))  # as under Slurm
+    st = status.sweep_status("four", root, jobs=False)
+    assert st["shards"][2]["job_id"] == "777" and "job_id" not in st["shards"][1]
+
+
+def test_times_are_read_and_shown_one_way():
+    from hpc.core import timefmt
+
+    assert [timefmt.duration(s) for s in (None, float("nan"), -3, 0.0523, 12.34, 65, 3725)] == [
+        "unknown", "unknown", "0 s", "0.0523 s", "12.3 s", "1 min 05 s", "1 h 02 min"]
+    assert timefmt.iso_epoch("1970-01-01T00:01:00+00:00") == 60.0
+    assert timefmt.iso_epoch("N/A") is None and timefmt.iso_epoch("") is None and timefmt.iso_epoch(None) is None
+    assert timefmt.epoch_text(60.0) == "1970-01-01 00:01:00 UTC"
+    assert abs(timefmt.iso_epoch(timefmt.now_iso()) - time.time()) < 5
+
+
 def test_squeue_output_is_parsed(monkeypatch):
     out = ("120|3a1c|rule_run_shard_wildcards_0002|COMPLETED|2026-11-23T03:00:36|2026-11-23T03:00:36|"
            "2026-11-23T03:01:09|n1|None|/tmp/a|b\n"

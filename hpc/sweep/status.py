@@ -13,7 +13,9 @@ uuid, ``--comment rule_<rule>_wildcards_<values>`` (here ``rule_run_shard_wildca
 ``-D`` the workflow's working directory. A Slurm job is taken to be one of this sweep's shard jobs
 when its comment names ``run_shard``, its working directory holds the results root, and it was
 submitted after the store was created. (Two sweeps running at once from one working directory
-cannot be told apart this way; the shard markers do not record the job id.)
+cannot be told apart this way. A shard's completion marker records the id of the job that
+committed it, ``job_id``, which names a done shard's job once Slurm has forgotten it; a shard
+still queued or running has no marker yet, so the queue is what finds its jobs.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import TextIO
 
 import numpy as np
 
-from hpc.core import paths, zarrio
+from hpc.core import paths, timefmt, zarrio
 from hpc.core.errors import SpecError
 from hpc.sweep import store
 from hpc.sweep.plan import read_plan
@@ -44,24 +46,14 @@ RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT"}
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
                  "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "COMPLETED"}  # COMPLETED here: no marker was written
 ERROR_LINE = re.compile(r"Traceback|Error|failed:|Killed|CANCELLED|DUE TO TIME LIMIT")
-PROGRESS_LINE = re.compile(r"^shard \d+: (\d+)/(\d+) points \(", re.M)  # hpc.runner's progress lines
+PROGRESS_LINE = re.compile(r"^shard \d+: (\d+)/(\d+) points \(", re.M)  # hpc.sweep.runner's progress lines
 
 
-def shard_log_path(name: str, shard: int, root: Path | None = None) -> Path:
-    # Where workflow/rules/sweep.smk sends a shard job's stderr.
-    return paths.sweep_dir(name, root) / "logs" / f"shard-{shard:04d}.log"
+shard_log_path = paths.shard_log_path  # where workflow/rules/sweep.smk sends a shard job's stderr
 
 
 # --------------------------------------------------------------------------------------------
 # Slurm
-
-
-def _slurm_time(text: str) -> float | None:
-    """An squeue time (local time of the cluster, no zone) as epoch seconds; None for N/A."""
-    try:
-        return dt.datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        return None
 
 
 def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
@@ -82,7 +74,7 @@ def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
             continue
         job = dict(zip(SQUEUE_FIELDS, (p.strip() for p in parts)))
         for key in ("submit", "start", "end"):
-            job[key] = _slurm_time(job[key])
+            job[key] = timefmt.iso_epoch(job[key])  # the cluster's local time, no zone; None for N/A
         jobs.append(job)
     return jobs
 
@@ -138,13 +130,6 @@ def log_progress(path: Path) -> float | None:
     return done / total if total else None
 
 
-def _iso_epoch(text: str | None) -> float | None:
-    try:
-        return dt.datetime.fromisoformat(text).timestamp() if text else None
-    except ValueError:
-        return None
-
-
 def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None | bool = True,
                  now: float | None = None) -> dict:
     """Shards done, running, pending and failed, points done, throughput and time left.
@@ -170,7 +155,7 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
     owner = np.asarray(group["shard_index"][...])
     committed = np.bincount(owner[done].ravel(), minlength=plan.n_shards)
 
-    created = _iso_epoch(attrs.get("created"))
+    created = timefmt.iso_epoch(attrs.get("created"))
     if jobs is True:
         jobs = squeue_jobs()
     elif jobs is False:
@@ -201,6 +186,8 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
                           attempts=len(record["jobs"]), started=latest["start"], reason=latest["reason"])
         if shard in markers:
             record.update(host=markers[shard].get("host"), duration_s=markers[shard].get("duration_s"))
+            if not record.get("job_id") and markers[shard].get("job_id"):  # the job that committed it
+                record["job_id"] = markers[shard]["job_id"]
         if state == "failed":
             record["log"] = str(log)
         record["solved"] = record["committed"]
@@ -257,17 +244,6 @@ def _point_label(plan, index) -> str:
 # Showing it
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def progress_bar(done: int, total: int, solved: int | None = None, width: int = 40) -> str:
     """``[####++----]  42.0%``: # committed, + solved by running shards but not yet committed."""
     solved = max(done, solved or done)
@@ -298,9 +274,9 @@ def format_status(status: dict, bar: bool = False) -> str:
         lines.append(f"points: {status['points_done']} committed, about {solved - status['points_done']} more solved "
                      "by running shards and not yet committed (from their logs)")
     if status.get("throughput"):
-        lines.append(f"throughput: {status['throughput']:.3g} points/s over {_duration(status['elapsed_s'])}; "
+        lines.append(f"throughput: {status['throughput']:.3g} points/s over {timefmt.duration(status['elapsed_s'])}; "
                      + ("finished" if status["points_done"] == status["points_total"]
-                        else f"about {_duration(status['eta_s'])} left"))
+                        else f"about {timefmt.duration(status['eta_s'])} left"))
     elif status["points_done"] < status["points_total"]:
         lines.append("throughput: no point solved yet; time left unknown")
     for record in status.get("shards", []):
