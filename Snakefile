@@ -22,7 +22,8 @@ sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, insta
 from hpc.core import paths
 from hpc.core.errors import SpecError
 from hpc.sweep import store
-from hpc.sweep.spec import check_spec_path, load_spec
+from hpc.core.specfile import check_spec_path
+from hpc.sweep.spec import load_spec
 
 TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
 if TRAIN_FILE:

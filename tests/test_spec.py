@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hpc.core import specfile
 from hpc.core.errors import SpecError
-from hpc.sweep.spec import MAX_POINTS, load_spec, parse_spec
+from hpc.execution import dask_cluster
+from hpc.sweep.spec import MAX_POINTS, STORE_VARIABLES, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DIGEST = "c22425520aa89b17"  # written before the schema gave the defaults
 
 GOOD = {
     "name": "ok",
@@ -69,6 +75,33 @@ BAD = [
     ("sample range reversed", with_(sweep=None, sample={"method": "sobol", "n": 8, "ranges": {"c": [5.0, 1.0]}}),
      "sample.ranges.c", "empty range"),
     ("not a mapping", ["name", "x"], "(top level)", "YAML mapping"),
+    ("nothing swept", with_(sweep=None), "sweep", "nothing is swept"),
+    # Names in the store: a zipped or sampled dimension has an index coordinate of its own name.
+    ("zipped dimension named like a model dimension", with_(sweep={"wage": {"zip": {"c": [1.0, 2.0]}}}),
+     "sweep.wage", "a dimension of mccall's outputs"),
+    ("zipped dimension named like an output", with_(sweep={"value": {"zip": {"c": [1.0, 2.0]}}}),
+     "sweep.value", "an output of mccall"),
+    ("zipped dimension named like a status variable", with_(sweep={"point_done": {"zip": {"c": [1.0, 2.0]}}}),
+     "sweep.point_done", "a status variable"),
+    ("zipped dimension named after its own parameter",
+     with_(sweep={"c": {"zip": {"c": [1.0, 2.0], "beta": [0.9, 0.95]}}}), "sweep.c", "a parameter of mccall"),
+    ("zipped dimension named after a fixed parameter", with_(sweep={"a": {"zip": {"c": [1.0, 2.0]}}}),
+     "sweep.a", "a parameter of mccall"),
+    ("dot in a dimension name", with_(sweep={"a.b": {"zip": {"c": [1.0, 2.0]}}}), "sweep.a.b", "letters, digits and '_'"),
+    ("slash in a dimension name", with_(sweep={"a/b": {"zip": {"c": [1.0, 2.0]}}}), "sweep.a/b", "not allowed as a name"),
+    ("empty dimension name", with_(sweep={"": {"zip": {"c": [1.0, 2.0]}}}), "sweep", "not allowed as a name"),
+    ("zarr.json as a dimension name", with_(sweep={"zarr.json": {"zip": {"c": [1.0, 2.0]}}}), "sweep.zarr.json",
+     "not allowed as a name"),
+    # Numbers a dimension is spaced from.
+    ("infinite range", with_(sweep={"c": {"range": [0, float("inf"), 1]}}), "sweep.c.range", "not a finite number"),
+    ("nan range step", with_(sweep={"c": {"range": [0, 1, float("nan")]}}), "sweep.c.range", "not a finite number"),
+    ("range overflowing", with_(sweep={"c": {"range": [-1e308, 1e308, 1e307]}}), "sweep.c.range", "overflows"),
+    ("infinite linspace", with_(sweep={"c": {"linspace": [0, float("inf"), 3]}}), "sweep.c.linspace",
+     "not a finite number"),
+    ("nan logspace", with_(sweep={"c": {"logspace": [float("nan"), 1, 3]}}), "sweep.c.logspace", "not a finite number"),
+    ("dask workers the wrong way round", with_(backend="dask", dask={"min_workers": 5, "max_workers": 2}),
+     "dask.min_workers", "at most max_workers"),
+    ("dask settings without the dask backend", with_(dask={"cores": 2}), "dask", "add backend: dask"),
 ]
 
 
@@ -131,3 +164,57 @@ def test_max_points_is_checked_before_building_the_grid():
     side = int(math.isqrt(MAX_POINTS)) + 10
     with pytest.raises(SpecError, match="more than the"):
         parse_spec(with_(sweep={"c": {"linspace": [1, 2, side]}, "beta": {"linspace": [0.1, 0.9, side]}}))
+
+
+def test_defaults_come_from_the_schema():
+    spec = parse_spec(GOOD)
+    schema = specfile.schema("sweep")["properties"]
+    assert spec.batch_size == schema["batch_size"]["default"] == 256
+    assert spec.precision == "float32" and spec.backend == "jax" and spec.mpi is False and spec.cpu_devices == 0
+    assert spec.dask == specfile.defaults("sweep", "dask") == dask_cluster.settings(None)
+    assert spec.dask["interface"] is None and spec.dask["lifetime_min"] < spec.dask["walltime_min"]
+    sampled = parse_spec(with_(sweep=None, sample={"method": "random", "n": 4, "ranges": {"c": [1.0, 2.0]}}))
+    again = parse_spec(with_(sweep=None, sample={"method": "random", "n": 4, "seed": 0, "ranges": {"c": [1.0, 2.0]}}))
+    assert sampled.axes[0].values == again.axes[0].values  # seed: 0 by default
+    assert parse_spec(GOOD).raw == GOOD  # the spec as written is kept apart from its defaults
+
+
+def test_fill_defaults_recurses_into_objects_with_properties_only():
+    node = {"properties": {"a": {"default": 1}, "b": {"type": "object", "default": {},
+                                                       "properties": {"c": {"default": 2}, "d": {}}},
+                           "e": {"type": "object", "additionalProperties": {"default": 3}},
+                           "f": {"type": "object", "properties": {"g": {"default": 4}}}}}
+    assert specfile.fill_defaults(node, {}) == {"a": 1, "b": {"c": 2}}
+    given = {"a": 5, "b": {"d": 6}, "e": {"x": {}}, "f": {}}
+    assert specfile.fill_defaults(node, given) == {"a": 5, "b": {"c": 2, "d": 6}, "e": {"x": {}}, "f": {"g": 4}}
+    assert given == {"a": 5, "b": {"d": 6}, "e": {"x": {}}, "f": {}}  # a copy: the input is left as it was
+    assert specfile.fill_defaults(node, [1]) == [1]
+
+
+def test_every_default_in_the_schemas_is_valid_there():
+    import jsonschema
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if "default" in node:
+                jsonschema.Draft202012Validator(node).validate(node["default"])
+                yield where
+            for key, sub in node.items():
+                yield from walk(sub, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                yield from walk(sub, f"{where}[{i}]")
+
+    for kind in specfile.KINDS:
+        assert list(walk(specfile.schema(kind), kind))
+
+
+def test_the_digest_of_a_spec_is_unchanged():
+    # Results are refused under their name when the digest changes: pin it for the default sweep.
+    assert load_spec(REPO / "workflow" / "sweeps" / "default.yaml").digest() == DEFAULT_DIGEST
+
+
+def test_store_variables_are_the_stores():
+    from hpc.sweep import store
+
+    assert set(store.STATUS_VARS) == set(STORE_VARIABLES)

@@ -13,24 +13,22 @@ import shutil
 import subprocess
 import sys
 
-from hpc.core import checkout
-
-DEFAULTS = {
-    "cluster": "auto",  # slurm, local, or auto (slurm when a Slurm controller answers)
-    "min_workers": 0,
-    "max_workers": 4,
-    "cores": 1,  # per worker job
-    "memory_mb": 2000,  # per worker job
-    "walltime_min": 30,
-    "lifetime_min": 25,  # a worker retires after this (must be below walltime)
-    "interface": None,  # network interface for the scheduler and workers, e.g. ib0
-    "partition": None,
-    "account": None,
-}
+from hpc.core import checkout, specfile
 
 
 def settings(spec_dask: dict | None) -> dict:
-    return {**DEFAULTS, **(spec_dask or {})}
+    """A sweep's ``dask:`` settings with every default of the sweep schema filled in.
+
+    The schema (hpc/core/schemas/sweep.schema.yaml, ``dask``) says what each one means: cluster
+    (slurm, local, or auto: slurm when a Slurm controller answers), min_workers and max_workers,
+    cores and memory_mb per worker job, walltime_min, lifetime_min (a worker retires after this,
+    below the walltime), interface (the network interface of the scheduler and workers, e.g. ib0),
+    partition and account.
+    """
+    return specfile.with_defaults("sweep", dict(spec_dask or {}), "dask")
+
+
+DEFAULTS = settings(None)  # the schema's, for reading
 
 
 def slurm_answers() -> bool:

@@ -8,14 +8,11 @@ and bounds. Every mistake raises one SpecError naming the key and the fix.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
-import yaml
 
 from hpc.core import specfile
 from hpc.core.errors import SpecError
@@ -23,8 +20,9 @@ from hpc.models import get_model
 from hpc.models.base import Model, Parameter
 
 MAX_POINTS = 10_000_000  # beyond this a sweep is refused: split it into several specs
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 SAMPLE_DIM = "sample"
+# Variables every store holds beside the model's outputs (hpc.sweep.store.STATUS_VARS).
+STORE_VARIABLES = ("point_done", "finite", "failed", "shard_index")
 
 DIMENSION_FORMS = (
     "a dimension is a list of values, {linspace: [start, stop, n]}, {logspace: [start, stop, n]}, "
@@ -97,130 +95,74 @@ class Spec:
         return specfile.digest(self.normalized())
 
 
-def _schema() -> dict:
-    return specfile.schema("sweep")
-
-
-def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path)
-
-
 def check_schema(data: Any) -> None:
-    """Raise SpecError for the most relevant schema violation, if any."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is None:
-        return
-    key = _key_path(error)
-    props = _schema().get("properties", {})
-    if error.validator == "additionalProperties" and not error.absolute_path:
-        unknown = sorted(set(data) - set(props))
-        raise SpecError(unknown[0] if unknown else key, "unknown key", "allowed keys: " + ", ".join(props))
-    if error.validator == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        raise SpecError(f"{key}.{extra[0]}" if extra else key, "unknown key", "allowed keys: " + ", ".join(allowed))
-    if len(error.absolute_path) == 2 and error.absolute_path[0] == "sweep":
-        raise SpecError(key, f"not a valid dimension: {error.instance!r}", DIMENSION_FORMS)
-    if len(error.absolute_path) > 2 and error.absolute_path[0] == "sweep":
-        raise SpecError(key, error.message, DIMENSION_FORMS)
-    if error.validator == "not" and not error.absolute_path:
-        raise SpecError("shards", "give either shards or points_per_shard, not both")
-    if error.validator == "not" and key == "name":
-        raise SpecError("name", f"{error.instance!r} is not a plain file name here",
-                        "'.', '..' and '.jax-cache' (the compilation cache) are reserved")
-    if error.validator == "pattern" and key == "name":
-        raise SpecError("name", f"{error.instance!r} is not a plain file name", "use letters, digits, '_', '.', '-' only")
-    if error.validator == "required":
-        raise SpecError(key or "(top level)", error.message)
-    if error.validator == "enum":
-        raise SpecError(key, f"{error.instance!r} is not allowed", "allowed: " + ", ".join(map(str, error.validator_value)))
-    raise SpecError(key or "(top level)", error.message)
-
-
-SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_./+=@%:,-]+$")
-
-
-def check_spec_path(path: str | Path, key: str = "sweep") -> None:
-    """Refuse a spec path a shell would interpret.
-
-    Snakemake hands ``--config`` values to the jobs it starts on their command lines, through a
-    shell: a path such as ``x$(cmd).yaml`` would run ``cmd``. So only plain paths are allowed.
-    """
-    if not SAFE_PATH_RE.match(str(path)):
-        raise SpecError(key, f"the path {str(path)!r} has characters a shell would interpret",
-                        "move or rename the file: letters, digits and _ . / + = @ % : , - only")
-
-
-def read_spec_file(path: str | Path) -> tuple[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError("", f"spec file {str(path)!r} not found", "pass an existing YAML file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", "fix the YAML syntax") from None
-    return text, data
+    """Raise one SpecError for the most relevant violation of the sweep schema, if any."""
+    specfile.check_schema("sweep", data, {"sweep": DIMENSION_FORMS})
 
 
 def load_spec(path: str | Path) -> Spec:
     """Read, check and expand the sweep spec at ``path``."""
-    text, data = read_spec_file(path)
+    text, data = specfile.read_spec_file(path)
     return parse_spec(data, text=text)
 
 
 def parse_spec(data: Any, text: str = "") -> Spec:
+    """Check the sweep spec ``data`` (as read from YAML) and expand it; one SpecError if it is wrong."""
     if not isinstance(data, dict):
         raise SpecError("(top level)", "a spec is a YAML mapping of keys (name, model, sweep, ...)")
     check_schema(data)
-    model = get_model(data["model"])
+    full = specfile.with_defaults("sweep", data)  # every default the schema states
+    model = get_model(full["model"])
     fixed = model.defaults()
-    for key, value in (data.get("params") or {}).items():
+    for key, value in full["params"].items():
         param = _known_parameter(model, key, "params")
         fixed[key] = check_value(param, value, f"params.{key}")
 
-    axes = [_axis(model, key, entry) for key, entry in (data.get("sweep") or {}).items()]
-    if "sample" in data:
-        axes.append(_sample_axis(model, data["sample"]))
-    _check_no_repeats(axes, data.get("params") or {})
+    axes = [_axis(model, key, entry) for key, entry in full["sweep"].items()]
+    if "sample" in full:
+        axes.append(_sample_axis(model, full["sample"]))
+    _check_no_repeats(axes, full["params"])
+    _check_store_names(model, axes)
     for axis in axes:
         for pname in axis.parameters:
             fixed.pop(pname, None)
 
+    if not axes:
+        raise SpecError("sweep", "nothing is swept", "add a dimension under sweep (e.g. c: [10.0, 20.0]) or a sample block")
     n_points = math.prod(a.size for a in axes)
     if n_points > MAX_POINTS:
         raise SpecError("sweep", f"{n_points:,} points is more than the {MAX_POINTS:,} one sweep may hold",
                         "split it into several sweeps or sample the space (sample: {method: sobol, n: ...})")
-    if "shards" in data:
-        shards = data["shards"]
-    elif "points_per_shard" in data:
-        shards = math.ceil(n_points / data["points_per_shard"])
+    if "shards" in full:
+        shards = full["shards"]
+    elif "points_per_shard" in full:
+        shards = math.ceil(n_points / full["points_per_shard"])
     else:
         shards = 1
-    dask = data.get("dask") or {}
-    if dask.get("lifetime_min", 25) >= dask.get("walltime_min", 30):
+    dask = full["dask"]
+    if dask["lifetime_min"] >= dask["walltime_min"]:
         raise SpecError("dask.lifetime_min", "workers must retire before their walltime",
                         "make lifetime_min smaller than walltime_min")
-    if dask and data.get("backend", "jax") != "dask":
+    if dask["min_workers"] > dask["max_workers"]:
+        raise SpecError("dask.min_workers", f"{dask['min_workers']} is more than max_workers ({dask['max_workers']})",
+                        "make min_workers at most max_workers")
+    if data.get("dask") and full["backend"] != "dask":
         raise SpecError("dask", "dask settings given but backend is not dask", "add backend: dask")
     if shards > n_points:
         raise SpecError("shards", f"{shards} shards for {n_points} points", f"use at most {n_points} shards")
     return Spec(
-        name=data["name"],
+        name=full["name"],
         model=model.name,
         fixed=fixed,
         axes=tuple(axes),
         shards=shards,
-        batch_size=data.get("batch_size", 256),
-        precision=data.get("precision", "float32"),
-        resources=dict(data.get("resources") or {}),
-        mpi=data.get("mpi", False),
-        backend=data.get("backend", "jax"),
-        dask=dict(data.get("dask") or {}),
-        cpu_devices=data.get("cpu_devices", 0),
+        batch_size=full["batch_size"],
+        precision=full["precision"],
+        resources=full["resources"],
+        mpi=full["mpi"],
+        backend=full["backend"],
+        dask=dask,
+        cpu_devices=full["cpu_devices"],
         text=text,
         raw=data,
     )
@@ -271,10 +213,19 @@ def _too_many(key: str, n: float) -> None:
         raise SpecError(key, f"{n:,.0f} values in one dimension", f"at most {MAX_POINTS:,} points per sweep")
 
 
+def _check_finite(key: str, numbers: list) -> None:
+    if not all(math.isfinite(x) for x in numbers):
+        raise SpecError(key, f"{numbers} has a value that is not a finite number", "give finite numbers only")
+    if not math.isfinite(numbers[1] - numbers[0]):
+        raise SpecError(key, f"{numbers}: stop - start overflows", "give a narrower interval")
+
+
 def expand_dimension(key: str, entry: Any) -> list:
     """The values of one swept dimension (list, linspace, logspace or range)."""
     if isinstance(entry, list):
         return list(entry)
+    form = next(iter(entry))  # linspace, logspace or range (the schema allows one key)
+    _check_finite(f"{key}.{form}", entry[form])
     if "linspace" in entry:
         start, stop, n = entry["linspace"]
         _too_many(key, n)
@@ -316,8 +267,6 @@ def _axis(model: Model, key: str, entry: Any) -> Axis:
         lengths = {p: len(v) for p, v in values.items()}
         if len(set(lengths.values())) != 1:
             raise SpecError(f"{where}.zip", f"zipped lists differ in length: {lengths}", "zipped parameters vary together: give lists of one length")
-        if key in model.parameter_names and key not in values:
-            raise SpecError(where, f"a zipped dimension may not be named after the parameter {key!r}", "choose another name")
         return Axis(key, values, "zip")
     values = expand_dimension(where, entry)
     return Axis(key, {key: _checked_values(model, key, values, where)})
@@ -335,8 +284,10 @@ def _sample_axis(model: Model, sample: dict) -> Axis:
         lo, hi = (check_value(param, v, f"sample.ranges.{pname}") for v in sample["ranges"][pname])
         if not lo < hi:
             raise SpecError(f"sample.ranges.{pname}", f"empty range [{lo}, {hi}]", "give [low, high] with low < high")
+        if not math.isfinite(hi - lo):
+            raise SpecError(f"sample.ranges.{pname}", f"[{lo}, {hi}]: high - low overflows", "give a narrower range")
         bounds.append((lo, hi))
-    seed = sample.get("seed", 0)
+    seed = sample["seed"]
     if sample["method"] == "sobol":
         from scipy.stats import qmc
 
@@ -361,3 +312,30 @@ def _check_no_repeats(axes: list[Axis], fixed_in_spec: dict) -> None:
     names = [a.name for a in axes]
     if len(set(names)) != len(names):
         raise SpecError("sample", "a dimension named 'sample' already exists", "rename it")
+
+
+def store_names(model: Model, parameters: bool = True) -> dict[str, str]:
+    """The names the store gives the model's parts (besides the sweep's dimensions), and what each is."""
+    names = {name: "a status variable of the store" for name in STORE_VARIABLES}
+    if parameters:
+        names.update({p.name: f"a parameter of {model.name}" for p in model.parameters})
+    names.update({o.name: f"an output of {model.name}" for o in model.outputs})
+    names.update({d: f"a dimension of {model.name}'s outputs" for o in model.outputs for d in o.dims})
+    return names
+
+
+def _check_store_names(model: Model, axes: list[Axis]) -> None:
+    """Every dimension, coordinate and variable of the store has a name of its own.
+
+    A dimension of swept values is named after its parameter. A zipped or sampled dimension gets
+    an index coordinate of its own name beside one coordinate per parameter: that name must not
+    be a parameter's (its own parameters' included), nor an output's, a model dimension's or a
+    status variable's.
+    """
+    for axis in axes:
+        taken = store_names(model, parameters=axis.kind != "values")
+        if axis.name in taken:
+            where = "sample" if axis.kind == "sample" else f"sweep.{axis.name}"
+            kind = {"values": "swept", "zip": "zipped", "sample": "sampled"}[axis.kind]
+            raise SpecError(where, f"a {kind} dimension may not be named {axis.name!r}: that is {taken[axis.name]}",
+                            "choose another name")

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from hpc.core import checkout, specfile
 from hpc.core.errors import SpecError
 from hpc.models import get_model
-from hpc.sweep.spec import Spec, load_spec, read_spec_file
+from hpc.sweep.spec import Spec, load_spec
 
-REPO = checkout.package_root()  # example sweep specs are found in a checkout too
 DATA_FORMS = "data is {sweep: FILE, inputs: [...], target: OUTPUT} or {synthetic: {samples: N}}"
 
 
@@ -104,36 +101,20 @@ class TrainSpec:
         return self.tasks * max(1, self.cpu_devices)
 
 
-def _schema() -> dict:
-    return specfile.schema("train")
-
-
 def check_schema(data: Any) -> None:
-    """Raise SpecError for the most relevant schema violation, if any."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is None:
-        return
-    key = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "additionalProperties":
-        allowed = list(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        where = f"{key}.{extra[0]}" if key and extra else (extra[0] if extra else key)
-        raise SpecError(where, "unknown key", "allowed keys: " + ", ".join(allowed))
-    if key == "name" and error.validator in ("not", "pattern"):
-        raise SpecError("name", f"{error.instance!r} is not a plain file name", "use letters, digits, '_', '.', '-' only")
-    if error.validator == "required":
-        raise SpecError(key or "(top level)", error.message)
-    if error.validator == "enum":
-        raise SpecError(key, f"{error.instance!r} is not allowed", "allowed: " + ", ".join(map(str, error.validator_value)))
-    if error.validator == "type" and isinstance(error.instance, str) and "number" in str(error.validator_value):
-        raise SpecError(key, f"expected a number, got text {error.instance!r}",
-                        "write it as a number; YAML reads 1e-3 as text, write 1.0e-3")
-    raise SpecError(key or "(top level)", error.message)
+    """Raise one SpecError for the most relevant violation of the training schema, if any."""
+    specfile.check_schema("train", data)
+
+
+def _checkout() -> Path | None:
+    """The source checkout this package runs from (its example specs), or None where it is installed."""
+    root = checkout.package_root()
+    return root if (root / "Snakefile").is_file() and (root / "workflow").is_dir() else None
 
 
 def resolve_sweep_file(value: str, spec_path: Path | None) -> Path:
-    """A sweep spec named in a training spec: as given, else beside the training spec, else in the repository."""
+    """A sweep spec named in a training spec: as given, else beside the training spec, else (when run
+    from a source checkout) in the checkout, where the examples name workflow/train/sweeps/...."""
     path = Path(value)
     if path.is_absolute():
         candidates = [path]
@@ -141,7 +122,9 @@ def resolve_sweep_file(value: str, spec_path: Path | None) -> Path:
         candidates = [Path.cwd() / path]
         if spec_path is not None:
             candidates.append(spec_path.resolve().parent / path)
-        candidates.append(REPO / path)
+        repo = _checkout()
+        if repo is not None:
+            candidates.append(repo / path)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -151,33 +134,34 @@ def resolve_sweep_file(value: str, spec_path: Path | None) -> Path:
 
 def load_train_spec(path: str | Path) -> TrainSpec:
     """Read, check and complete the training spec at ``path`` (and the sweep spec it names)."""
-    text, data = read_spec_file(path)
+    text, data = specfile.read_spec_file(path)
     return parse_train_spec(data, text=text, path=Path(path))
 
 
 def parse_train_spec(data: Any, text: str = "", path: Path | None = None) -> TrainSpec:
+    """Check the training spec ``data`` (as read from YAML) and complete it; one SpecError if it is wrong."""
     if not isinstance(data, dict):
         raise SpecError("(top level)", "a training spec is a YAML mapping of keys (name, data, network, ...)")
     check_schema(data)
-    steps = data["steps"]
-    resources = dict(data.get("resources") or {})
-    resources.setdefault("signal_s", 120)
+    full = specfile.with_defaults("train", data)  # every default the schema states
+    steps = full["steps"]
+    resources = full["resources"]
     if resources.get("tasks", 1) < resources.get("nodes", 1):
         raise SpecError("resources.tasks", f"{resources.get('tasks', 1)} tasks on {resources['nodes']} nodes",
                         "give at least one task (process) per node")
     spec = TrainSpec(
-        name=data["name"],
-        data=_data(data["data"], data["name"], path),
-        network=_network(data["network"]),
-        optimizer=_optimizer(data["optimizer"], steps),
-        batch_size=data["batch_size"],
+        name=full["name"],
+        data=_data(data["data"], full["data"], full["name"], path),
+        network=_network(data["network"], full["network"]),
+        optimizer=_optimizer(data["optimizer"], full["optimizer"], steps),
+        batch_size=full["batch_size"],
         steps=steps,
-        eval_every=data.get("eval_every", max(1, steps // 10)),
-        seed=data.get("seed", 0),
-        checkpoint_every=data.get("checkpoint_every", max(1, steps // 4)),
-        keep_checkpoints=data.get("keep_checkpoints", 2),
-        shard_params=data.get("shard_params", False),
-        cpu_devices=data.get("cpu_devices", 0),
+        eval_every=full.get("eval_every", max(1, steps // 10)),  # defaults that depend on steps
+        seed=full["seed"],
+        checkpoint_every=full.get("checkpoint_every", max(1, steps // 4)),
+        keep_checkpoints=full["keep_checkpoints"],
+        shard_params=full["shard_params"],
+        cpu_devices=full["cpu_devices"],
         resources=resources,
         path=str(path) if path else "",
         text=text,
@@ -192,13 +176,14 @@ def parse_train_spec(data: Any, text: str = "", path: Path | None = None) -> Tra
     return spec
 
 
-def _data(data: dict, name: str, path: Path | None) -> DataSpec:
-    holdout = data.get("holdout", 0.2)
-    sweep_keys = [k for k in ("sweep", "inputs", "target") if k in data]
-    if "synthetic" in data:
+def _data(given: dict, data: dict, name: str, path: Path | None) -> DataSpec:
+    """The data section: ``given`` as written, ``data`` with its defaults."""
+    holdout = data["holdout"]
+    sweep_keys = [k for k in ("sweep", "inputs", "target") if k in given]
+    if "synthetic" in given:
         if sweep_keys:
             raise SpecError(f"data.{sweep_keys[0]}", "a synthetic data set takes no sweep, inputs or target", DATA_FORMS)
-        syn = {"features": 8, "outputs": 1, "noise": 0.0, "seed": 0, **data["synthetic"]}
+        syn = data["synthetic"]
         held = round(syn["samples"] * holdout)
         if held < 1 or held >= syn["samples"]:
             raise SpecError("data.holdout", f"holds out {held} of {syn['samples']} samples",
@@ -249,32 +234,33 @@ def _data(data: dict, name: str, path: Path | None) -> DataSpec:
                     target=target)
 
 
-def _network(net: dict) -> dict:
-    kind = net.get("kind", "mlp")
-    if "widths" in net:
+def _network(given: dict, net: dict) -> dict:
+    """The network section: ``given`` as written, ``net`` with its defaults."""
+    kind = net["kind"]
+    if "widths" in given:
         if kind != "mlp":
             raise SpecError("network.widths", "widths are for an mlp", "a residual_mlp takes width and depth")
         for key in ("width", "depth"):
-            if key in net:
+            if key in given:
                 raise SpecError(f"network.{key}", "give widths, or width and depth, not both")
         widths = list(net["widths"])
     else:
-        widths = [net.get("width", 64)] * net.get("depth", 3)
-    return {"kind": kind, "widths": widths, "activation": net.get("activation", "tanh"),
-            "dtype": net.get("dtype", "float32")}
+        widths = [net["width"]] * net["depth"]
+    return {"kind": kind, "widths": widths, "activation": net["activation"], "dtype": net["dtype"]}
 
 
-def _optimizer(opt: dict, steps: int) -> dict:
-    name = opt.get("name", "adam")
-    if "momentum" in opt and name != "sgd":
+def _optimizer(given: dict, opt: dict, steps: int) -> dict:
+    """The optimizer section: ``given`` as written, ``opt`` with its defaults."""
+    name = opt["name"]
+    if "momentum" in given and name != "sgd":
         raise SpecError("optimizer.momentum", f"{name} takes no momentum", "momentum is for sgd")
-    if opt.get("weight_decay", 0.0) and name in ("adam", "sgd"):
+    if opt["weight_decay"] and name in ("adam", "sgd"):
         raise SpecError("optimizer.weight_decay", f"{name} takes no weight decay", "use adamw (decoupled decay)")
-    schedule = {"kind": "constant", "warmup_steps": 0, "end_factor": 0.0, **(opt.get("schedule") or {})}
+    schedule = opt["schedule"]
     if schedule["warmup_steps"] >= steps:
         raise SpecError("optimizer.schedule.warmup_steps", f"{schedule['warmup_steps']} warm-up steps of {steps}",
                         "warm up for fewer steps than the run has")
-    out = {"name": name, "learning_rate": float(opt["learning_rate"]), "weight_decay": float(opt.get("weight_decay", 0.0)),
+    out = {"name": name, "learning_rate": float(opt["learning_rate"]), "weight_decay": float(opt["weight_decay"]),
            "momentum": opt.get("momentum"), "clip_norm": opt.get("clip_norm"), "schedule": schedule}
     if not math.isfinite(out["learning_rate"]):
         raise SpecError("optimizer.learning_rate", "not a finite number")

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 from conftest import PYTHON, REPO, run_hpc, run_snakemake, write_spec
 
+from hpc.core import specfile
 from hpc.core.errors import SpecError
 from hpc.train.spec import load_train_spec, parse_train_spec
 
@@ -145,3 +146,34 @@ def test_dry_run_shows_one_dag_from_sweep_to_report_with_multinode_resources(spe
     assert "results/mc-data/aggregate.json" in train.splitlines()[1]  # the sweep is the training input
     assert "nodes=2" in train and "tasks_per_node=2" in train and "mpi=srun" in train
     assert "slurm_extra=--signal=TERM@60" in train and "runtime=5" in train
+
+
+def test_defaults_come_from_the_schema(spec_dir):
+    spec = check(spec_dir, TRAIN)
+    schema = specfile.schema("train")["properties"]
+    assert spec.keep_checkpoints == schema["keep_checkpoints"]["default"] == 2
+    assert spec.seed == 0 and spec.shard_params is False and spec.cpu_devices == 0
+    assert spec.optimizer["schedule"] == specfile.defaults("train", "optimizer.schedule")
+    assert spec.optimizer["weight_decay"] == 0.0 and spec.optimizer["momentum"] is None
+    assert spec.resources == {"signal_s": schema["resources"]["properties"]["signal_s"]["default"]}
+    assert spec.raw == TRAIN  # the spec as written is kept apart from its defaults
+
+
+def test_the_digest_of_an_example_is_unchanged():
+    # Checkpoints of another digest are never resumed: pin the digest of an example run.
+    assert load_train_spec(REPO / "workflow" / "train" / "mccall-surrogate.yaml").digest() == "088611028a06fe8b"
+
+
+def test_sweep_files_are_looked_up_in_a_checkout_only(tmp_path, monkeypatch):
+    from hpc.train import spec as train_spec
+
+    monkeypatch.chdir(tmp_path)
+    relative = "workflow/train/sweeps/mccall-train.yaml"
+    assert train_spec.resolve_sweep_file(relative, None) == REPO / relative  # this checkout's examples
+    installed = tmp_path / "site-packages"  # an installed package has no workflow beside it
+    (installed / "workflow" / "train" / "sweeps").mkdir(parents=True)
+    (installed / relative).write_text("name: not-looked-at\n")
+    monkeypatch.setattr(train_spec.checkout, "package_root", lambda: installed)
+    with pytest.raises(SpecError) as err:
+        train_spec.resolve_sweep_file(relative, None)
+    assert err.value.key == "data.sweep" and "site-packages" not in str(err.value)
