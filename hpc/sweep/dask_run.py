@@ -47,7 +47,7 @@ def solve_chunk(plan_file: str, digest: str, chunk_id: int) -> dict:
     plan = _cached_plan(plan_file, digest)
     configure_precision(plan.precision)
     root = paths.root_of_plan(plan_file)
-    shard = next(s for s in range(plan.n_shards) if chunk_id in plan.shard_chunk_ids(s))
+    shard = plan.shard_of_chunk(chunk_id)
     summary = run_shard(plan, shard, root, chunk_ids=[chunk_id], solver=_cached_solver(plan_file, digest))
     return dict(summary, chunk=chunk_id, shard=shard)
 

@@ -68,6 +68,11 @@ class Plan:
         return math.prod(self.shape)
 
     @property
+    def fixed_parameters(self) -> dict:
+        """Every parameter that is not swept, at its value (which includes every shape parameter)."""
+        return dict(self.spec["fixed"])
+
+    @property
     def chunk_grid(self) -> tuple[int, ...]:
         return tuple(math.ceil(n / c) for n, c in zip(self.shape, self.chunks))
 
@@ -84,6 +89,9 @@ class Plan:
         if not 0 <= shard < self.n_shards:
             raise IndexError(f"shard {shard} out of range 0..{self.n_shards - 1}")
         return range(*self.shard_chunks[shard])
+
+    def shard_of_chunk(self, chunk_id: int) -> int:
+        return next(s for s, (first, last) in enumerate(self.shard_chunks) if first <= chunk_id < last)
 
     def region_points(self, region: tuple[slice, ...]) -> np.ndarray:
         """Flat (C-order) indices of the grid points in ``region``, in C order within it."""

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from hpc.core import paths
+from hpc.core import paths, zarrio
 from hpc.core.files import write_atomic
 from hpc.execution import compile_cache, distributed
 from hpc.models import get_model
@@ -219,9 +219,9 @@ def fill_failed(model: Model, fixed: dict, results: dict, n: int, precision: str
     for out in model.outputs:
         dtype = store.output_dtype(out.dtype, precision)
         if out.name not in results:
-            results[out.name] = np.full((n,) + tuple(sizes[d] for d in out.dims), store.fill_value(dtype), dtype)
+            results[out.name] = np.full((n,) + tuple(sizes[d] for d in out.dims), zarrio.fill_value(dtype), dtype)
         elif failed.any():
-            results[out.name][failed] = store.fill_value(dtype)
+            results[out.name][failed] = zarrio.fill_value(dtype)
     return results
 
 

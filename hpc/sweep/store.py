@@ -42,17 +42,6 @@ def output_dtype(kind: str, precision: str) -> np.dtype:
     return {"float": float_dtype(precision), "int": np.dtype(np.int32), "bool": np.dtype(bool)}[kind]
 
 
-def fill_value(dtype: np.dtype):
-    if dtype.kind == "f":
-        return np.nan
-    return False if dtype.kind == "b" else 0
-
-
-def shape_static(plan: Plan) -> dict:
-    """The fixed (non-swept) parameters, which include every shape parameter."""
-    return dict(plan.spec["fixed"])
-
-
 def git_commit() -> str:
     here = checkout.package_root()
     try:
@@ -74,20 +63,6 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def _create_array(group, name, data=None, *, shape=None, dtype=None, chunks=None, dims, attrs=None):
-    if data is not None:
-        data = np.asarray(data)
-        shape, dtype = data.shape, data.dtype
-    fill = fill_value(np.dtype(dtype))
-    if np.dtype(dtype).kind == "U":  # names (choice parameters): zarr v3's variable-length string type
-        dtype, fill = str, ""
-    arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or shape or (1,),
-                             fill_value=fill, dimension_names=list(dims), attributes=attrs or {})
-    if data is not None:
-        arr[...] = data
-    return arr
 
 
 def create_store(plan: Plan, root: Path | None = None) -> str:
@@ -141,55 +116,20 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
 
 def check_not_another_spec(spec, root: Path | None = None) -> None:
     """Refuse early (before any job) a spec whose name holds a store made from another spec."""
-    _refuse_other_digest(paths.store_path(spec.name, root), spec.digest())
+    zarrio.refuse_other_digest(paths.store_path(spec.name, root), spec.digest(), "sweep")
 
 
 def _refuse_other_digest(path: Path, digest: str) -> bool:
-    """True if the store at ``path`` exists and was made from ``digest``; SpecError if from another."""
-    if not (path / "zarr.json").exists():
-        return False
-    existing = zarrio.read_attrs(path).get("digest")
-    if existing != digest:
-        raise SpecError("name", f"{path.parent} holds a sweep made from another spec (digest {existing}, "
-                        f"this spec {digest})", "choose a new name, or delete that directory to start over")
-    return True
+    return zarrio.refuse_other_digest(path, digest, "sweep")
 
 
 def _build_store(path: Path, plan: Plan, model: Model) -> None:
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    for axis in plan.spec["axes"]:
-        if axis["kind"] == "values":
-            (pname, values), = axis["values"].items()
-            p = model.parameter(pname)
-            _create_array(group, axis["name"], np.asarray(values), dims=[axis["name"]],
-                          attrs={"long_name": p.doc or pname, "units": p.unit})
-        else:
-            _create_array(group, axis["name"], np.arange(len(next(iter(axis["values"].values())))),
-                          dims=[axis["name"]], attrs={"long_name": f"{axis['kind']} index"})
-            for pname, values in axis["values"].items():
-                p = model.parameter(pname)
-                _create_array(group, pname, np.asarray(values), dims=[axis["name"]],
-                              attrs={"long_name": p.doc or pname, "units": p.unit})
-    model_coords = model.coords(shape_static(plan))
+    _axis_coordinates(group, plan, model)
+    model_coords = model.coords(plan.fixed_parameters)
     for dim, values in model_coords.items():
-        _create_array(group, dim, np.asarray(values), dims=[dim], attrs={"units": model.dim_units.get(dim, "")})
-
-    non_index = [p for a in plan.spec["axes"] if a["kind"] != "values" for p in a["values"]]
-    coord_attr = {"coordinates": " ".join(non_index)} if non_index else {}
-    for out in model.outputs:
-        extra = tuple(len(model_coords[d]) for d in out.dims)
-        _create_array(group, out.name, shape=plan.shape + extra, dtype=output_dtype(out.dtype, plan.precision),
-                      chunks=plan.chunks + extra, dims=plan.dims + out.dims,
-                      attrs={"long_name": out.doc, "units": out.unit, **coord_attr})
-    _create_array(group, "point_done", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
-                  attrs={"long_name": "the point's data are written and committed", **coord_attr})
-    _create_array(group, "finite", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
-                  attrs={"long_name": "every output of the point is finite", **coord_attr})
-    _create_array(group, "failed", shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
-                  attrs={"long_name": "the model raised for this point (its message is in the shard's marker)",
-                         **coord_attr})
-    _create_array(group, "shard_index", plan.shard_of_points(), dims=plan.dims,
-                  attrs={"long_name": "shard that computes the point", **coord_attr})
+        zarrio.create_array(group, dim, np.asarray(values), dims=[dim], attrs={"units": model.dim_units.get(dim, "")})
+    _point_arrays(group, plan, model, model_coords)
     group.attrs.update({
         "title": f"sweep {plan.name}",
         "digest": plan.digest,
@@ -202,6 +142,38 @@ def _build_store(path: Path, plan: Plan, model: Model) -> None:
         "versions": package_versions(),
         "created": now_iso(),
     })
+
+
+def _axis_coordinates(group: zarr.Group, plan: Plan, model: Model) -> None:
+    """One coordinate per swept axis; a zipped or sampled axis: an index, and one per parameter along it."""
+    for axis in plan.spec["axes"]:
+        dims = [axis["name"]]
+        if axis["kind"] != "values":
+            n = len(next(iter(axis["values"].values())))
+            zarrio.create_array(group, axis["name"], np.arange(n), dims=dims, attrs={"long_name": f"{axis['kind']} index"})
+        for pname, values in axis["values"].items():
+            p = model.parameter(pname)
+            name = axis["name"] if axis["kind"] == "values" else pname
+            zarrio.create_array(group, name, np.asarray(values), dims=dims,
+                                attrs={"long_name": p.doc or pname, "units": p.unit})
+
+
+def _point_arrays(group: zarr.Group, plan: Plan, model: Model, model_coords: dict) -> None:
+    """The outputs and the per-point status arrays (chunked as the plan says), and the shard index."""
+    non_index = [p for a in plan.spec["axes"] if a["kind"] != "values" for p in a["values"]]
+    coord_attr = {"coordinates": " ".join(non_index)} if non_index else {}
+    for out in model.outputs:
+        extra = tuple(len(model_coords[d]) for d in out.dims)
+        zarrio.create_array(group, out.name, shape=plan.shape + extra, dtype=output_dtype(out.dtype, plan.precision),
+                            chunks=plan.chunks + extra, dims=plan.dims + out.dims,
+                            attrs={"long_name": out.doc, "units": out.unit, **coord_attr})
+    for name, doc in (("point_done", "the point's data are written and committed"),
+                      ("finite", "every output of the point is finite"),
+                      ("failed", "the model raised for this point (its message is in the shard's marker)")):
+        zarrio.create_array(group, name, shape=plan.shape, dtype=bool, chunks=plan.chunks, dims=plan.dims,
+                            attrs={"long_name": doc, **coord_attr})
+    zarrio.create_array(group, "shard_index", plan.shard_of_points(), dims=plan.dims,
+                        attrs={"long_name": "shard that computes the point", **coord_attr})
 
 
 def now_iso() -> str:

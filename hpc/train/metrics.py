@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpc.core import zarrio
-from hpc.core.errors import SpecError
+from hpc.core import paths, zarrio
 from hpc.sweep import store
 
 STEP_VARS = {
@@ -50,36 +49,29 @@ def eval_steps(steps: int, every: int) -> np.ndarray:
 
 def check_not_another_run(spec, root: Path | None = None) -> None:
     """Refuse early a spec whose name holds a training run made from another spec."""
-    from hpc.core import paths
-
-    existing = zarrio.read_attrs(paths.train_store_path(spec.name, root)).get("digest")
-    if existing and existing != spec.digest():
-        raise SpecError("name", f"{paths.run_dir(spec.name, root)} holds a training run made from another spec "
-                        f"(digest {existing}, this spec {spec.digest()})",
-                        "choose a new name, or delete that directory to start over")
+    zarrio.refuse_other_digest(paths.train_store_path(spec.name, root), spec.digest(), "training run")
 
 
 def open_or_create(path: Path, spec, units: str, attrs: dict) -> zarr.Group:
     """The run's train.zarr: created on the first attempt, reopened (same digest) on a resume."""
     path = Path(path)
-    if (path / "zarr.json").exists():
-        existing = zarrio.read_attrs(path).get("digest")
-        if existing != spec.digest():
-            raise SpecError("name", f"{path} belongs to another spec (digest {existing}, this spec {spec.digest()})",
-                            "choose a new name, or delete that directory to start over")
+    if zarrio.refuse_other_digest(path, spec.digest(), "training run"):
         return zarr.open_group(str(path), mode="r+", zarr_format=3)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     steps = spec.steps
-    chunk = (min(steps, STEP_CHUNK),)
-    _array(group, "step", np.arange(1, steps + 1, dtype=np.int64), ["step"], {"long_name": "updates done"})
+    zarrio.create_array(group, "step", np.arange(1, steps + 1, dtype=np.int64), dims=["step"],
+                        attrs={"long_name": "updates done"})
     for name, doc in STEP_VARS.items():
         unit = {"step_time": "s", "samples_per_second": "1/s"}.get(name, "")
-        _array(group, name, None, ["step"], {"long_name": doc, "units": unit}, shape=(steps,), chunks=chunk)
+        zarrio.create_array(group, name, shape=(steps,), dtype=_dtype(name), chunks=(min(steps, STEP_CHUNK),),
+                            dims=["step"], attrs={"long_name": doc, "units": unit})
     evals = eval_steps(steps, spec.eval_every)
-    _array(group, "eval_step", evals, ["eval_step"], {"long_name": "updates done at the evaluation"})
+    zarrio.create_array(group, "eval_step", evals, dims=["eval_step"],
+                        attrs={"long_name": "updates done at the evaluation"})
     for name, doc in EVAL_VARS.items():
         unit = "" if name == "heldout_loss" else units
-        _array(group, name, None, ["eval_step"], {"long_name": doc, "units": unit}, shape=(len(evals),))
+        zarrio.create_array(group, name, shape=(len(evals),), dtype=_dtype(name), dims=["eval_step"],
+                            attrs={"long_name": doc, "units": unit})
     group.attrs.update({
         "title": f"training run {spec.name}",
         "kind": "train",
@@ -108,17 +100,9 @@ def _versions() -> dict:
     return versions
 
 
-def _array(group, name, data, dims, attrs, shape=None, chunks=None):
-    if data is not None:
-        shape, dtype = data.shape, data.dtype
-    else:
-        dtype = np.float64 if name in ("step_time", "samples_per_second") else np.float32
-    arr = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or shape,
-                             fill_value=0 if np.dtype(dtype).kind == "i" else np.nan,
-                             dimension_names=dims, attributes=attrs)
-    if data is not None:
-        arr[...] = data
-    return arr
+def _dtype(name: str) -> np.dtype:
+    """Timings in float64; losses and errors in float32, as the network computes them."""
+    return np.dtype(np.float64 if name in ("step_time", "samples_per_second") else np.float32)
 
 
 def write_steps(group: zarr.Group, first_step: int, rows: dict[str, np.ndarray]) -> None:
