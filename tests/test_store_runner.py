@@ -18,6 +18,7 @@ from hpc.sweep.aggregate import aggregate
 from hpc.sweep.plan import make_plan
 from hpc.sweep.runner import commit_shard, merge_summaries, run_shard, solve_points
 from hpc.sweep.spec import parse_spec
+from hpc.sweep.work import shard_work
 
 
 @pytest.fixture
@@ -115,3 +116,24 @@ def test_points_the_model_raises_for_are_recorded_failed_and_the_rest_kept(tmp_p
     np.testing.assert_array_equal(ds["failed"].values, [[False, True]] * 3)
     assert np.isnan(ds["y"].sel(variant="broken")).all()  # never a number
     np.testing.assert_allclose(ds["y"].sel(variant="fine").values[:, 0], np.sin([0.1, 0.2, 0.3]), rtol=1e-6)
+
+
+def test_a_shards_work_splits_its_chunks_in_runs_and_schedules_every_group_alike(monkeypatch):
+    from hpc import models
+
+    monkeypatch.setitem(models._MODULES, "faulty", "faulty_model")
+    spec = parse_spec({"name": "faulty", "model": "faulty", "shards": 1,
+                       "sweep": {"variant": ["fine", "broken"], "x": [0.1, 0.2, 0.3, 0.4, 0.5]}})
+    plan = make_plan(spec)
+    chunk_ids = list(plan.shard_chunk_ids(0))
+    work = shard_work(plan, get_model("faulty"), chunk_ids, 3, process_batch=2)
+    assert [c.id for p in work.processes for c in p.chunks] == chunk_ids  # contiguous runs, in order
+    assert sum(p.points.n for p in work.processes) == work.points.n == plan.n_points
+    for process in work.processes:
+        flat = np.concatenate([c.flat for c in process.chunks]) if process.chunks else np.zeros(0, int)
+        np.testing.assert_array_equal(process.points.table["x"], plan.point_values(flat)["x"])
+    # Every process takes, for each static group, the steps the process with most of its points needs.
+    most = {key: max(p.points.keys.count(key) for p in work.processes) for key in [("fine",), ("broken",)]}
+    assert work.group_steps == {key: -(-count // 2) for key, count in most.items()}
+    # A step with none of a process's points is padded with a real point of the group.
+    assert work.fillers == {("fine",): {"x": 0.1}, ("broken",): {"x": 0.1}}

@@ -2,8 +2,11 @@
 
 This is where ``jit``, ``vmap`` and the device mesh are applied to a model's one-point ``solve``.
 
-- The shard's chunks are split among the job's processes in contiguous runs; each process
-  writes only the chunks it owns (zarr v3 has no locks).
+- A shard's work (hpc.sweep.work) is built once: its uncommitted chunks, their points'
+  parameters and static keys, and the split of the chunks among the job's processes in
+  contiguous runs; each process writes only the chunks it owns (zarr v3 has no locks).
+- ``run_shard`` walks it in named steps: select the uncommitted chunks, build the work, solve
+  this process's points (``solve_schedule``), write and commit its chunks, return its summary.
 - One mesh spans all processes' devices. Each step, every process contributes the same number of
   points per local device; ``shard_map`` runs ``vmap(solve)`` on each device's block, so a
   device's iterations never wait on another device (no collective inside the solve).
@@ -11,13 +14,14 @@ This is where ``jit``, ``vmap`` and the device mesh are applied to a model's one
   size that depends on the sweep alone: the compiled per-device program, and so every bit of
   every result, is the same however the sweep is split into shards, processes and devices.
 - Points are grouped by their static parameter values (one compilation per group), and the
-  groups are walked in one global order, so all processes run the same steps in lockstep.
+  groups are walked in one global order, so all processes run the same steps in lockstep; a
+  process with fewer points in a group than another pads its extra steps with the group's
+  first point and drops their results.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -32,6 +36,7 @@ from hpc.models import get_model
 from hpc.models.base import Model
 from hpc.sweep import store
 from hpc.sweep.plan import Plan, read_plan
+from hpc.sweep.work import Chunk, Points, shard_work, static_names
 
 
 def configure_precision(precision: str) -> None:
@@ -43,27 +48,6 @@ def configure_precision(precision: str) -> None:
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def static_names(model: Model) -> list[str]:
-    return [p.name for p in model.parameters if p.role != "dynamic"]
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def parameter_table(model: Model, fixed: dict, swept: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """Every parameter's value at each of ``n`` points (swept values, else the fixed one)."""
-    return {p.name: (np.asarray(swept[p.name]) if p.name in swept else np.full(n, fixed[p.name], dtype=object))
-            for p in model.parameters}
-
-
-def static_keys(model: Model, table: dict[str, np.ndarray], n: int) -> list[tuple]:
-    names = static_names(model)
-    if not names:
-        return [()] * n
-    return [tuple(_plain(v) for v in key) for key in zip(*(table[s] for s in names))]
 
 
 class ModelError(Exception):
@@ -136,80 +120,106 @@ def _local_rows(array) -> np.ndarray:
 
 
 def solve_points(model: Model, fixed: dict, swept: dict[str, np.ndarray], precision: str, batch_size: int,
-                 progress: Callable[[int, int], None] | None = None, *, solver: MeshSolver | None = None,
-                 group_steps: dict[tuple, int] | None = None, errors: dict | None = None) -> dict[str, np.ndarray]:
-    """Solve the model at this process's ``n`` points (``swept`` maps names to ``n`` values),
-    ``batch_size`` points per device per step.
-
-    With several processes, ``group_steps`` (static key -> number of steps, the same on every
-    process) keeps them in lockstep; a process with fewer points pads with its own or, when it
-    has none in a group, skips nothing: it feeds copies of the group's first point (``fixed``
-    values) and discards the results. Returns every output with a leading axis of length ``n``,
-    and ``failed``: points whose static group the model could not be built for (the model raised);
-    their messages go into ``errors`` (static key -> message) when given.
-    """
+                 progress: Callable[[int, int], None] | None = None, *,
+                 solver: MeshSolver | None = None) -> dict[str, np.ndarray]:
+    """Solve the model at ``n`` points in this process alone (``swept`` maps names to ``n``
+    values; every other parameter at its ``fixed`` value), ``batch_size`` points per device per
+    step. Returns what ``solve_schedule`` returns, less the error messages."""
     n = len(next(iter(swept.values()))) if swept else 1
     solver = solver or MeshSolver(model, precision, batch_size)
-    table = parameter_table(model, fixed, swept, n)
-    keys = static_keys(model, table, n)
-    members: dict[tuple, list[int]] = {}
-    for i, key in enumerate(keys):
-        members.setdefault(key, []).append(i)
-    if group_steps is None:
-        group_steps = {key: math.ceil(len(idx) / solver.process_batch) for key, idx in members.items()}
-    dynamic = [p for p in model.parameters if p.role == "dynamic"]
-    float_dtype = store.float_dtype(precision)
-    filler = group_fillers(model, fixed, swept)
+    points = Points.of(model, fixed, swept, n)
+    outputs, _ = solve_schedule(solver, fixed, points, points.group_steps(solver.process_batch),
+                                points.first_points(model), progress)
+    return outputs
 
-    results: dict[str, np.ndarray] = {}
+
+def solve_schedule(solver: MeshSolver, fixed: dict, points: Points, group_steps: dict[tuple, int],
+                   fillers: dict[tuple, dict], progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[dict[str, np.ndarray], dict[tuple, str]]:
+    """Solve this process's ``points`` in the lockstep schedule ``group_steps`` (static key ->
+    steps, the same on every process), padding a step past this process's points of a group
+    with that group's point in ``fillers``.
+
+    Returns every output with a leading axis of length ``points.n``, and ``failed`` (the points
+    whose static group the model could not be built for: the model raised), filled as
+    ``fill_failed`` says; and the model's message for each failed group these points are in.
+    """
+    groups = points.groups()
+    rows = _Rows(points.n, progress)
     failures: dict[tuple, str] = {}
-    done = 0
-    pending: list = []  # (points, outputs still computing) of the step submitted last
-
-    def collect_pending() -> None:
-        nonlocal done
-        for idx, submitted in pending:
-            for name, value in solver.collect(submitted).items():
-                if name not in results:
-                    results[name] = np.empty((n,) + value.shape[1:], value.dtype)
-                results[name][idx] = value[: len(idx)]
-            done += len(idx)
-            if progress and len(idx):
-                progress(done, n)
-        pending.clear()
-
+    pending = None  # (points, outputs still computing) of the step submitted last
     # One step in flight: the next step is submitted before the last one's outputs are fetched and
     # stored, so the host's work overlaps the devices'.
-    for key in sorted(group_steps, key=repr):
-        idx_all = np.asarray(members.get(key, []), dtype=int)
-        for step in range(group_steps[key]) if key not in failures else ():
-            idx = idx_all[step * solver.process_batch:(step + 1) * solver.process_batch]
-            args = {}
-            for p in dynamic:
-                dt = float_dtype if p.kind == "float" else np.int32
-                if len(idx):
-                    values = table[p.name][idx]
-                    values = np.concatenate([values, np.repeat(values[-1:], solver.process_batch - len(idx))])
-                else:
-                    values = np.full(solver.process_batch, filler.get(key, {}).get(p.name, fixed.get(p.name)))
-                args[p.name] = values.astype(dt)
-            try:
-                submitted = solver.submit(key, args)
-            except ModelError as exc:
-                failures[key] = str(exc)  # every process fails alike: the same code and static values
-                break
-            finally:
-                collect_pending()
-            pending.append((idx, submitted))
-    collect_pending()
-    failed = np.zeros(n, bool)
+    for key, idx in lockstep_steps(groups, group_steps, solver.process_batch):
+        if key in failures:
+            continue
+        args = step_inputs(solver, points, key, idx, fillers)
+        try:
+            submitted = solver.submit(key, args)
+        except ModelError as exc:
+            failures[key] = str(exc)  # every process fails alike: the same code and static values
+            submitted = None
+        rows.add(pending)
+        pending = (idx, submitted) if submitted is not None else None
+    rows.add(pending)
+    failed = np.zeros(points.n, bool)
+    errors = {}
     for key, message in failures.items():
-        members_of_key = np.asarray(members.get(key, []), dtype=int)
-        failed[members_of_key] = True
-        if errors is not None and len(members_of_key):
+        if key in groups:
+            failed[groups[key]] = True
             errors[key] = message
-    results["failed"] = failed
-    return fill_failed(model, fixed, results, n, precision)
+    outputs = dict(rows.outputs, failed=failed)
+    return fill_failed(solver.model, fixed, outputs, points.n, solver.precision), errors
+
+
+def lockstep_steps(groups: dict[tuple, np.ndarray], group_steps: dict[tuple, int], process_batch: int):
+    """(static key, this process's points in the step) for every step, in the one order every
+    process walks: the groups in the order of their keys' repr, each group's steps in turn. A step
+    past this process's points in the group has none."""
+    for key in sorted(group_steps, key=repr):
+        members = groups.get(key, np.zeros(0, int))
+        for step in range(group_steps[key]):
+            yield key, members[step * process_batch:(step + 1) * process_batch]
+
+
+def step_inputs(solver: MeshSolver, points: Points, key: tuple, idx: np.ndarray,
+                fillers: dict[tuple, dict]) -> dict[str, np.ndarray]:
+    """The dynamic parameters of one step's ``process_batch`` points: the points ``idx``, padded
+    with copies of the last; with no points, copies of the group's point in ``fillers``."""
+    float_dtype = store.float_dtype(solver.precision)
+    args = {}
+    for p in solver.model.parameters:
+        if p.role != "dynamic":
+            continue
+        if len(idx):
+            values = points.table[p.name][idx]
+            values = np.concatenate([values, np.repeat(values[-1:], solver.process_batch - len(idx))])
+        else:
+            values = np.full(solver.process_batch, fillers[key][p.name])
+        args[p.name] = values.astype(float_dtype if p.kind == "float" else np.int32)
+    return args
+
+
+class _Rows:
+    """A process's outputs, one row per point, filled in step by step."""
+
+    def __init__(self, n: int, progress: Callable[[int, int], None] | None):
+        self.n, self.progress = n, progress
+        self.done = 0
+        self.outputs: dict[str, np.ndarray] = {}
+
+    def add(self, step: tuple[np.ndarray, dict] | None) -> None:
+        """Wait for a submitted step's outputs and store its points' rows (the padding's are dropped)."""
+        if step is None:
+            return
+        idx, submitted = step
+        for name, value in MeshSolver.collect(submitted).items():
+            if name not in self.outputs:
+                self.outputs[name] = np.empty((self.n,) + value.shape[1:], value.dtype)
+            self.outputs[name][idx] = value[: len(idx)]
+        self.done += len(idx)
+        if self.progress and len(idx):
+            self.progress(self.done, self.n)
 
 
 def fill_failed(model: Model, fixed: dict, results: dict, n: int, precision: str) -> dict:
@@ -223,17 +233,6 @@ def fill_failed(model: Model, fixed: dict, results: dict, n: int, precision: str
         elif failed.any():
             results[out.name][failed] = zarrio.fill_value(dtype)
     return results
-
-
-def group_fillers(model: Model, fixed: dict, swept: dict[str, np.ndarray]) -> dict[tuple, dict]:
-    """A valid dynamic point for each static group (the first one), for padding steps."""
-    n = len(next(iter(swept.values()))) if swept else 1
-    table = parameter_table(model, fixed, swept, n)
-    out: dict[tuple, dict] = {}
-    for i, key in enumerate(static_keys(model, table, n)):
-        if key not in out:
-            out[key] = {p.name: _plain(table[p.name][i]) for p in model.parameters if p.role == "dynamic"}
-    return out
 
 
 def finite_mask(model: Model, outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -252,11 +251,6 @@ def device_batch_size(plan: Plan) -> int:
     return max(1, min(plan.batch_size, plan.n_points))
 
 
-def split_chunks(chunk_ids: list[int], parts: int) -> list[list[int]]:
-    """Contiguous runs of chunks, one per process."""
-    return [list(part) for part in np.array_split(np.asarray(chunk_ids, dtype=int), parts)]
-
-
 def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None = None,
               launch: distributed.Launch | None = None, solver: MeshSolver | None = None) -> dict:
     """Compute and commit this process's chunks of ``shard`` (or the given subset of them).
@@ -266,73 +260,66 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
     """
     import jax
 
-    launch = launch or distributed.Launch("single")
     model = get_model(plan.model)
     group = store.open_arrays(plan.name, root)
     chunk_ids = list(plan.shard_chunk_ids(shard) if chunk_ids is None else chunk_ids)
-    todo_all = [c for c in chunk_ids if not store.region_done(group, plan.chunk_region(c))]
-    per_process = split_chunks(todo_all, jax.process_count())
+    todo = [c for c in chunk_ids if not store.region_done(group, plan.chunk_region(c))]
     solver = solver or MeshSolver(model, plan.precision, device_batch_size(plan))
-
-    # Every process knows every process's points, so all agree on the lockstep schedule.
-    fixed = plan.spec["fixed"]
-    steps: dict[tuple, int] = {}
-    for chunks in per_process:
-        flat = [plan.region_points(plan.chunk_region(c)) for c in chunks]
-        if not flat:
-            continue
-        values = plan.point_values(np.concatenate(flat))
-        n = len(next(iter(values.values()))) if values else len(np.concatenate(flat))
-        counts: dict[tuple, int] = {}
-        for key in static_keys(model, parameter_table(model, fixed, values, n), n):
-            counts[key] = counts.get(key, 0) + 1
-        for key, count in counts.items():
-            steps[key] = max(steps.get(key, 0), math.ceil(count / solver.process_batch))
-
-    mine = per_process[jax.process_index()]
-    regions = [plan.chunk_region(c) for c in mine]
-    flat = [plan.region_points(r) for r in regions]
-    n_points = sum(len(f) for f in flat)
+    work = shard_work(plan, model, todo, jax.process_count(), solver.process_batch)
+    mine = work.processes[jax.process_index()]
     started = time.time()
-    who = distributed.where() if launch.method != "single" else distributed.node_name()
-    _log(f"shard {shard}: {who}: {n_points} points in {len(mine)} chunks to compute "
-         f"({len(chunk_ids) - len(todo_all)} of the shard's {len(chunk_ids)} chunks already committed), "
+    who = distributed.where() if launch and launch.method != "single" else distributed.node_name()
+    _log(f"shard {shard}: {who}: {mine.points.n} points in {len(mine.chunks)} chunks to compute "
+         f"({len(chunk_ids) - len(todo)} of the shard's {len(chunk_ids)} chunks already committed), "
          f"{jax.device_count()} devices")
 
     def progress(done: int, total: int) -> None:
         _log(f"shard {shard}: {done}/{total} points ({100 * done / total:.0f}%), {time.time() - started:.1f} s")
 
-    summary = {"non_finite": 0, "not_converged": 0, "failed": 0, "errors": []}
-    errors: dict[tuple, str] = {}
-    if steps:
-        all_flat = np.concatenate(flat) if flat else np.zeros(0, int)
-        swept = plan.point_values(all_flat) if n_points else {}
-        if not n_points:
-            # No points of our own: feed padding in lockstep with the others, write nothing.
-            swept = {k: v[:0] for k, v in plan.point_values(np.zeros(1, int)).items()}
-        outputs = solve_points(model, fixed, swept, plan.precision, solver.device_batch, progress,
-                               solver=solver, group_steps=steps, errors=errors)
-        if n_points:
+    outcome = {"non_finite": 0, "not_converged": 0, "failed": 0, "errors": []}
+    if work.group_steps:  # every process takes every step: with no points of its own, padding alone
+        outputs, errors = solve_schedule(solver, plan.fixed_parameters, mine.points, work.group_steps,
+                                         work.fillers, progress)
+        if mine.points.n:
             finite = finite_mask(model, outputs)
-            failed = outputs["failed"]
-            summary["failed"] = int(failed.sum())
-            summary["non_finite"] = int((~finite & ~failed).sum())
-            if "converged" in outputs:
-                summary["not_converged"] = int((~outputs["converged"].astype(bool) & ~failed).sum())
-            names = static_names(model)
-            summary["errors"] = [{"static": dict(zip(names, key)), "error": message} for key, message in errors.items()]
-            for item in summary["errors"]:
+            outcome = count_outcome(model, outputs, finite, errors)
+            for item in outcome["errors"]:
                 _log(f"shard {shard}: the model failed for {item['static']}: {item['error']}")
-            offset = 0
-            for region, points in zip(regions, flat):
-                block_shape = tuple(s.stop - s.start for s in region)
-                sl = slice(offset, offset + len(points))
-                blocks = {name: value[sl].reshape(block_shape + value.shape[1:]) for name, value in outputs.items()}
-                store.write_region(group, region, blocks, finite[sl].reshape(block_shape))
-                offset += len(points)
+            write_chunks(group, mine.chunks, outputs, finite)
+    return dict(outcome, **run_record(started, mine.points.n, solver))
+
+
+def count_outcome(model: Model, outputs: dict[str, np.ndarray], finite: np.ndarray, errors: dict[tuple, str]) -> dict:
+    """How many points failed, came out non-finite or did not converge, and the model's message
+    for each static group it failed for."""
+    failed = outputs["failed"]
+    converged = outputs["converged"].astype(bool) if "converged" in outputs else np.ones_like(failed)
+    names = static_names(model)
+    return {
+        "non_finite": int((~finite & ~failed).sum()),
+        "not_converged": int((~converged & ~failed).sum()),
+        "failed": int(failed.sum()),
+        "errors": [{"static": dict(zip(names, key)), "error": message} for key, message in errors.items()],
+    }
+
+
+def write_chunks(group, chunks: tuple[Chunk, ...], outputs: dict[str, np.ndarray], finite: np.ndarray) -> None:
+    """Write and commit each chunk from its rows of ``outputs`` (the chunks' points, chunk after chunk)."""
+    offset = 0
+    for chunk in chunks:
+        rows = slice(offset, offset + chunk.size)
+        blocks = {name: value[rows].reshape(chunk.block_shape + value.shape[1:]) for name, value in outputs.items()}
+        store.write_region(group, chunk.region, blocks, finite[rows].reshape(chunk.block_shape))
+        offset += chunk.size
+
+
+def run_record(started: float, computed: int, solver: MeshSolver) -> dict:
+    """Where, when and on what this process ran its part of a shard (for the marker)."""
+    import jax
+
     ended = time.time()
-    summary.update({
-        "computed": n_points,
+    return {
+        "computed": computed,
         "start": started,
         "end": ended,
         "duration_s": round(ended - started, 3),
@@ -343,8 +330,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
         "devices": [str(d) for d in jax.local_devices()],
         "compile_s": round(solver.compile_s, 3),
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-    })
-    return summary
+    }
 
 
 def merge_summaries(plan: Plan, shard: int, parts: list[dict]) -> dict:
