@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
@@ -19,10 +20,10 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, installed or not
 
-from hpc.core import paths
+from hpc.core import checkout, paths
 from hpc.core.errors import SpecError
-from hpc.sweep import store
 from hpc.core.specfile import check_spec_path
+from hpc.sweep import store
 from hpc.sweep.spec import load_spec
 
 TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
@@ -48,19 +49,20 @@ except SpecError as exc:
     sys.exit(2)
 
 
-def _uses_conda():
-    try:
-        from snakemake.settings.types import DeploymentMethod
+try:
+    from snakemake.settings.types import DeploymentMethod
 
-        return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    except Exception:
-        return False
+    USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+except Exception:
+    USES_CONDA = False
 
-
-# Inside a conda env the env's python runs the package from this checkout; otherwise the python
-# that runs Snakemake does, so an unactivated virtualenv works too.
-HPC = ("python" if _uses_conda() else shlex.quote(sys.executable)) + " -m hpc"
-REPO = shlex.quote(workflow.basedir)
+# How a job runs the hpc command. Inside a conda env the env's python runs the package from this
+# checkout (it is not installed there); otherwise the python that runs Snakemake does, so an
+# unactivated virtualenv works too, and PYTHONPATH points at this checkout only where that
+# python would not import this very package by itself (hpc.core.checkout).
+JOB_ENV = {"PYTHONPATH": str(checkout.package_root())} if USES_CONDA else checkout.pythonpath_env()
+HPC = "".join(f"{k}={shlex.quote(v)} " for k, v in JOB_ENV.items()) + (
+    "python" if USES_CONDA else shlex.quote(sys.executable)) + " -m hpc"
 # conda: paths are relative to the rule file (workflow/rules/).
 JAX_ENV = "../../envs/" + ("jax-cuda.yaml" if config.get("gpu", False) else "jax-cpu.yaml")
 

@@ -1,36 +1,17 @@
-# Rules of a sweep. Paths come from hpc.core.paths (the one place that builds them).
+# Rules of a sweep. Paths come from hpc.core.paths (the one place that builds them), resources
+# from hpc.sweep.resources.
+#
+# A rule's params are what Snakemake compares to rerun a finished job (rerun-triggers: params):
+# the spec's digest, for what a job computes. How a job starts (the hpc command, its launch
+# options) is handed over as params that are functions of the job's resources, which Snakemake
+# does not compare: a changed interpreter path or an install of the package reruns nothing.
+
+from hpc.sweep import resources as sweep_resources
+from hpc.sweep.plan import describe
 
 NAME = SPEC.name
 SWEEP_DIR = str(paths.sweep_dir(NAME))
 SHARDS = [f"{i:04d}" for i in range(SPEC.shards)]
-
-
-def _grows_with_attempt(value):
-    return lambda wildcards, attempt: value * attempt
-
-
-def shard_resources():
-    """The spec's resources override the profile's default-resources for this sweep only.
-
-    Memory and time grow with the attempt, so a retry (--retries) of a job killed for running
-    out of either asks for more.
-    """
-    res = dict(SPEC.resources)
-    for key in ("mem_mb", "runtime"):
-        if key in res:
-            res[key] = _grows_with_attempt(res[key])
-    gpus = res.pop("gpus", 0)
-    if gpus:
-        res["gpu"] = gpus
-    if res.get("tasks", 1) > 1:
-        # The shard starts its own processes (`hpc run-shard --tasks`: srun inside the job);
-        # this tells the Slurm plugin not to wrap the command in a one-task srun.
-        res["mpi"] = "srun --mpi=pmi2" if SPEC.mpi else "srun"
-    return res
-
-
-LAUNCH = f"--tasks {SPEC.resources.get('tasks', 1)}" + (" --mpi" if SPEC.mpi else "") + (
-    f" --cpu-devices {SPEC.cpu_devices}" if SPEC.cpu_devices else "")
 
 
 rule plan:
@@ -40,10 +21,13 @@ rule plan:
         plan=f"{SWEEP_DIR}/plan.json",
     params:
         digest=SPEC.digest(),  # a changed spec replans (and is refused if the store holds another)
+    log:
+        f"{SWEEP_DIR}/logs/plan.log",
     localrule: True
     run:
         # In Snakemake's own process: the spec is already loaded and checked.
-        store.plan_sweep(SPEC, output.plan)
+        plan, state = store.plan_sweep(SPEC, output.plan)
+        Path(log[0]).write_text(f"store {state}\n{describe(plan)}\n")
 
 
 if SPEC.backend == "dask":
@@ -56,13 +40,15 @@ if SPEC.backend == "dask":
         params:
             digest=SPEC.digest(),
             dask=json.dumps(SPEC.dask),
+            hpc=lambda wildcards, resources: HPC,
         resources:
-            mem_mb=2000,
-            runtime=SPEC.dask.get("walltime_min", 30) * 4,
+            **sweep_resources.dask_resources(SPEC),
         log:
             f"{SWEEP_DIR}/logs/dask.log",
+        conda:
+            JAX_ENV
         shell:
-            "PYTHONPATH={REPO} {HPC} run-dask {input.plan:q} --settings {params.dask:q} 2> {log:q}"
+            "{params.hpc} run-dask {input.plan:q} --settings {params.dask:q} 2> {log:q}"
 
 
 rule run_shard:
@@ -74,14 +60,16 @@ rule run_shard:
         shard=r"\d{4}",
     params:
         digest=SPEC.digest(),
+        hpc=lambda wildcards, resources: HPC,
+        launch=lambda wildcards, resources: sweep_resources.launch_args(SPEC),
     resources:
-        **shard_resources(),
+        **sweep_resources.shard_resources(SPEC),
     log:
         f"{SWEEP_DIR}/logs/shard-{{shard}}.log",
     conda:
         JAX_ENV
     shell:
-        "PYTHONPATH={REPO} {HPC} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} {LAUNCH} 2> {log:q}"
+        "{params.hpc} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} {params.launch} 2> {log:q}"
 
 
 rule aggregate:
@@ -90,11 +78,13 @@ rule aggregate:
         markers=expand(f"{SWEEP_DIR}/shards/shard-{{shard}}.json", shard=SHARDS),
     output:
         summary=f"{SWEEP_DIR}/aggregate.json",
+    log:
+        f"{SWEEP_DIR}/logs/aggregate.log",
     localrule: True
     run:
         from hpc.sweep.aggregate import aggregate
 
-        aggregate(input.plan, output.summary)
+        Path(log[0]).write_text(json.dumps(aggregate(input.plan, output.summary), indent=1) + "\n")
 
 
 rule report:
@@ -104,8 +94,10 @@ rule report:
     output:
         report=report(f"{SWEEP_DIR}/report.html", caption="../report/sweep_report.rst", category="Sweep",
                       labels={"sweep": NAME, "file": "report.html"}),
+    log:
+        f"{SWEEP_DIR}/logs/report.log",
     localrule: True
     run:
         from hpc.report.build import write_report
 
-        write_report(NAME, paths.root_of_plan(input.plan), output.report)
+        Path(log[0]).write_text(f"wrote {write_report(NAME, paths.root_of_plan(input.plan), output.report)}\n")
