@@ -32,19 +32,26 @@ CACHE_DIR_NAME = ".jax-cache"  # under the results root; reserved: no sweep may 
 MIN_COMPILE_S = 0.5  # programs that compile faster than this are not worth a file
 
 
-def machine_key() -> str:
-    """The CPU this process runs on: model name and feature flags, hashed."""
+def machine_key(cpuinfo: str | None = None) -> str:
+    """The CPU this process runs on: model name and feature flags, hashed.
+
+    ``cpuinfo`` is the text of /proc/cpuinfo (read when not given; where it cannot be read, the
+    key names the architecture alone). The first "model name" and the first "flags" (x86) or
+    "Features" (ARM) line count; the order of the flags does not.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
     model, flags = platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            name = name.strip()
-            if name == "model name" and model == platform.machine():
-                model = value.strip()
-            elif name in ("flags", "Features") and not flags:
-                flags = " ".join(sorted(value.split()))
-    except OSError:
-        pass
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name == "model name" and model == platform.machine():
+            model = value.strip()
+        elif name in ("flags", "Features") and not flags:
+            flags = " ".join(sorted(value.split()))
     digest = hashlib.sha256(f"{model}|{flags}".encode()).hexdigest()[:12]
     return f"{platform.machine()}-{digest}"
 
