@@ -63,26 +63,81 @@ def wait_job(job_id: str, timeout: float = 30) -> str:
 # ------------------------------------------------------- hermetic (no daemons)
 
 
-def test_conf_has_the_settings_that_make_it_work(tmp_path):
-    text = cluster.render_slurm_conf(tmp_path, 3, 4, 8000, hostname="box")
-    assert text.startswith(cluster.CONF_MARKER)
-    for line in [
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        "SlurmdParameters=config_overrides",
-        "MinJobAge=86400",
-        "MpiDefault=none",
-        "ReturnToService=2",
-        "SlurmctldHost=box(127.0.0.1)",
-        f"SlurmdPidFile={tmp_path}/run/slurmd-%n.pid",
-        "NodeName=n2 NodeHostname=box NodeAddr=127.0.0.1 Port=17002 CPUs=4 RealMemory=8000 State=UNKNOWN",
-        "PartitionName=debug Nodes=n1,n2,n3 Default=YES MaxTime=INFINITE State=UP",
-    ]:
-        assert line in text.splitlines(), line
+def parse_slurm_conf(text: str) -> tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]:
+    """slurm.conf's own syntax: one ``Key=Value`` per line, except NodeName and PartitionName
+    lines, which hold several space-separated pairs. Returns (settings, nodes, partitions);
+    a setting given twice is an error (Slurm would silently keep one of them)."""
+    settings, nodes, partitions = {}, [], []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        pairs = dict(pair.split("=", 1) for pair in line.split())
+        if "NodeName" in pairs:
+            nodes.append(pairs)
+        elif "PartitionName" in pairs:
+            partitions.append(pairs)
+        else:
+            (key, value), = pairs.items()
+            assert key.lower() not in {k.lower() for k in settings}, f"{key} set twice"
+            settings[key] = value
+    return settings, nodes, partitions
+
+
+@pytest.mark.parametrize("nodes, cpus, mem", [(1, 1, 500), (3, 4, 8000), (12, 2, 1000)])
+def test_conf_declares_the_requested_nodes_and_keeps_its_files_in_the_state_dir(tmp_path, nodes, cpus, mem):
+    state = tmp_path / "state"
+    text = cluster.render_slurm_conf(state, nodes, cpus, mem, ctld_port=7000, slurmd_base_port=7100, hostname="box")
+    assert text.startswith(cluster.CONF_MARKER)  # what write_slurm_conf recognizes as its own
+    settings, node_lines, partitions = parse_slurm_conf(text)
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    assert [n["NodeName"] for n in node_lines] == names
+    for node in node_lines:
+        assert (node["CPUs"], node["RealMemory"]) == (str(cpus), str(mem))
+        assert node["NodeHostname"] == "box" and node["NodeAddr"] == "127.0.0.1"
+    # one slurmd per node on one machine: every node needs a port of its own, none the controller's
+    ports = [int(n["Port"]) for n in node_lines]
+    assert len(set(ports)) == nodes and 7000 not in ports and min(ports) == int(settings["SlurmdPort"]) == 7100
+    assert settings["SlurmctldPort"] == "7000" and settings["SlurmctldHost"] == "box(127.0.0.1)"
+    # one default partition holding exactly these nodes
+    assert len(partitions) == 1 and partitions[0]["Default"] == "YES"
+    assert partitions[0]["Nodes"].split(",") == names
+    # per-node files apart (%n), and every file and directory under the state directory, so
+    # two clusters with two state directories never share one
+    for key in ("SlurmdSpoolDir", "SlurmdPidFile", "SlurmdLogFile"):
+        assert "%n" in settings[key], key
+    paths = {k: v for k, v in settings.items() if v.startswith("/") and k not in ("MailProg",)}
+    paths["munge socket"] = settings["AuthInfo"].removeprefix("socket=")
+    assert {"StateSaveLocation", "SlurmdSpoolDir", "SlurmctldPidFile", "SlurmctldLogFile"} <= set(paths)
+    for key, value in paths.items():
+        assert Path(value).is_relative_to(state), (key, value)
+
+
+@pytest.mark.skipif(not cluster._which("slurmd"), reason="slurmd not installed")
+def test_slurmd_reads_the_rendered_conf_as_the_requested_nodes(tmp_path):
+    """slurmd itself parses the file (``-G``: read the configuration, print the node's GRES and
+    exit; no daemon starts): it accepts it for each declared node and no other, and reads the
+    CPUs asked for. Its parser rejects unknown keys, so acceptance means this Slurm knows every
+    setting written."""
+    state = tmp_path / "state"
+    (state / "log").mkdir(parents=True)
+    cpus = (os.cpu_count() or 1) + 3  # unlike the hardware, so that slurmd logs what it read
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(cluster.render_slurm_conf(state, 2, cpus, 1000, hostname="box"))
+
+    def slurmd(node: str, path: Path = conf) -> subprocess.CompletedProcess:
+        return subprocess.run([cluster._which("slurmd"), "-G", "-f", str(path), "-N", node],
+                              capture_output=True, text=True, timeout=30)
+
+    for node in ("n1", "n2"):
+        assert slurmd(node).returncode == 0, slurmd(node).stderr
+        log = (state / "log" / f"slurmd-{node}.log").read_text()
+        assert f"Node configuration differs from hardware: CPUs={cpus}:" in log, log
+    assert slurmd("n3").returncode != 0  # not declared
+    broken = tmp_path / "broken.conf"
+    broken.write_text(conf.read_text() + "NoSuchSetting=1\n")
+    result = slurmd("n1", broken)
+    assert result.returncode != 0 and "NoSuchSetting" in result.stderr
 
 
 def test_refuses_to_overwrite_a_foreign_slurm_conf(tmp_path):
