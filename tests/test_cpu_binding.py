@@ -6,10 +6,11 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import PYTHON, REPO
 
-from hpc.execution.distributed import local_layout
+from hpc.execution.distributed import bind_cpus, local_layout
 
 CORES = sorted(os.sched_getaffinity(0))
 
@@ -25,6 +26,19 @@ CORES = sorted(os.sched_getaffinity(0))
 ])
 def test_local_layout_is_read_from_each_launcher(env, layout):
     assert local_layout(env) == layout
+
+
+@pytest.mark.parametrize("n_cores, size", [(7, 3), (16, 4), (5, 5), (64, 6), (3, 2)])
+def test_shares_are_contiguous_and_even_on_any_node(monkeypatch, n_cores, size):
+    """On nodes this machine does not have: the cores (a cpuset, not numbered from 0) are cut as
+    numpy.array_split cuts them, contiguous runs whose sizes differ by at most one."""
+    cores = list(range(8, 8 + 2 * n_cores, 2))
+    applied = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cores))
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, mask: applied.append(sorted(mask)))
+    for rank, expected in enumerate(np.array_split(cores, size)):
+        mine = bind_cpus({"HPC_LOCAL_RANK": str(rank), "HPC_LOCAL_SIZE": str(size)})
+        assert mine == expected.tolist() and applied[-1] == mine
 
 
 def binding_in_a_child(**env) -> list[int]:
