@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 
 from hpc.core.errors import SpecError
-from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
+from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter, ReportTable
 
-__all__ = ["Model", "Output", "Parameter", "DIAGNOSTICS", "get_model", "model_names"]
+__all__ = ["Model", "Output", "Parameter", "ReportTable", "DIAGNOSTICS", "get_model", "model_names"]
 
 _MODULES = {
     "arellano": "hpc.models.arellano",

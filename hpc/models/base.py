@@ -16,7 +16,7 @@ Parameter roles
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -55,6 +55,20 @@ class Output:
 
 
 @dataclass(frozen=True)
+class ReportTable:
+    """A table a model adds to the report: a title, column headings, rows of values and a caption.
+
+    Cells are plain values (numbers, text, None for an empty cell); the report formats and
+    escapes them. A model imports nothing about HTML.
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
 class Model:
     """A registered model.
 
@@ -70,6 +84,11 @@ class Model:
 
     Every model returns the diagnostics ``iterations`` (int), ``error`` (float) and
     ``converged`` (bool) among its outputs.
+
+    ``report_section(ds)``, optional, adds the model's own section to the report: given the store
+    as an xarray Dataset, it returns a ReportTable, a sequence of them, or None (nothing to add).
+    Returning data is the way now; a str is still taken, as an HTML fragment put in the page as it
+    is (the model must escape what it interpolates), so that older models keep working.
     """
 
     name: str
@@ -78,8 +97,8 @@ class Model:
     outputs: tuple[Output, ...]
     solve: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
     coords: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]
-    # Optional extra section for the report: (store as xarray.Dataset) -> HTML fragment.
-    report_section: Callable[[Any], str] | None = None
+    # Optional extra section for the report: (store as xarray.Dataset) -> table(s); see above.
+    report_section: Callable[[Any], ReportTable | Sequence[ReportTable] | str | None] | None = None
     dim_units: Mapping[str, str] = field(default_factory=dict)
 
     def parameter(self, name: str) -> Parameter:

@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter
+from hpc.models.base import DIAGNOSTICS, Model, Output, Parameter, ReportTable
 from hpc.models.shocks import tauchen_hussey_var
 from hpc.models.simulate import (
     interp_columns,
@@ -474,7 +474,7 @@ PAPER_TABLE = (
 )
 
 
-def paper_table_section(ds) -> str:
+def paper_table_section(ds) -> ReportTable:
     """The paper's table beside this sweep's numbers (median and range over its points), for the report."""
 
     def column(planner: bool):
@@ -496,17 +496,16 @@ def paper_table_section(ds) -> str:
         return median if values.size == 1 else f"{median} [{values.min():.2f}, {values.max():.2f}]"
 
     de, sp = column(False), column(True)
-    rows = "".join(
-        f"<tr><td style='text-align:left'>{label}</td><td>{paper_de}</td><td>{cell(de, name)}</td>"
-        f"<td>{'—' if paper_sp is None else paper_sp}</td><td>{cell(sp, name)}</td></tr>"
-        for name, label, paper_de, paper_sp in PAPER_TABLE)
+    rows = [[label, paper_de, cell(de, name), "—" if paper_sp is None else paper_sp, cell(sp, name)]
+            for name, label, paper_de, paper_sp in PAPER_TABLE]
     n_b = ds.sizes.get("b", "?")
-    return ("<h2>Bianchi (2011): the paper's table beside this sweep</h2>"
-            "<table><tr><th>statistic</th><th>paper, equilibrium</th><th>this sweep, equilibrium</th>"
-            "<th>paper, planner</th><th>this sweep, planner</th></tr>" + rows + "</table>"
-            f"<p>This sweep: median over its points [min, max], {n_b} bond grid points. The paper's numbers are "
-            "at its calibration (r = 0.04, σ = 2, η = 0.2048, ω = 0.31, β = 0.91, κ = 0.32); they are comparable "
-            "where the sweep's points are near it.</p>")
+    return ReportTable(
+        title="Bianchi (2011): the paper's table beside this sweep",
+        columns=["statistic", "paper, equilibrium", "this sweep, equilibrium", "paper, planner", "this sweep, planner"],
+        rows=rows,
+        caption=(f"This sweep: median over its points [min, max], {n_b} bond grid points. The paper's numbers are "
+                 "at its calibration (r = 0.04, σ = 2, η = 0.2048, ω = 0.31, β = 0.91, κ = 0.32); they are "
+                 "comparable where the sweep's points are near it."))
 
 
 def coords(static):

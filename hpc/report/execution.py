@@ -1,0 +1,190 @@
+"""The Execution section: a timeline of the shards across hosts, per-shard duration and
+throughput, a table of the shards, requeued and resumed shards, and the plan against what ran.
+
+What a shard record holds is what hpc.sweep.runner writes (see ``sweep_data.shard_records``):
+under Slurm, the id of the job that committed the shard (``job_id``) and how often Slurm had
+requeued it (``slurm_restart_count``). A job Snakemake resubmits after a failure is a new job with
+its own id, and the marker names only the last one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hpc.core import timefmt
+from hpc.report.figures import Figure, Figures, pyplot
+from hpc.report.render import Table
+from hpc.report.sweep_data import Sweep, resumed, slurm_restarts
+
+
+@dataclass
+class PlanAgainstRan:
+    n_shards: int
+    n_chunks: int
+    chunks: tuple[int, ...]  # the chunk shape
+    asked: str  # resources each shard job asks for
+    ran: int  # shards with a record
+    differ: int
+    table: Table
+
+
+@dataclass
+class Execution:
+    figures: list[Figure]
+    t0: float | None  # the first shard's start: the table's times are seconds after it
+    shards: Table
+    retries: list[str]  # sentences
+    plan: PlanAgainstRan | None
+    asked_shards: object = None  # without a plan file: the shards the spec asked for
+    ran: int = 0
+
+
+def under_slurm(sweep: Sweep) -> bool:
+    """Some shard was committed by a Slurm job (its record names the job)."""
+    return any(s.get("job_id") for s in sweep.shards)
+
+
+def timeline_figure(sweep: Sweep, figures: Figures) -> Figure | None:
+    plt = pyplot()
+    shards = [s for s in sweep.shards if s.get("start") is not None]
+    if not shards:
+        return None
+    t0 = min(s["start"] for s in shards)
+    hosts = sorted({str(s.get("host")) for s in shards})
+    colors = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(shards)))
+    for s in shards:
+        host = str(s.get("host"))
+        ax.barh(s["shard"], s["end"] - s["start"], left=s["start"] - t0, height=0.6,
+                color=colors(hosts.index(host) % 10))
+        note = f" requeued {slurm_restarts(s)}×" if slurm_restarts(s) else ""
+        if resumed(s):
+            note += " (resumed)"
+        if note:
+            ax.text(s["end"] - t0, s["shard"], note, va="center", fontsize=7)
+    for i, host in enumerate(hosts):
+        ax.barh([], [], color=colors(i % 10), label=host)
+    ax.legend(title="host", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_yticks([s["shard"] for s in shards])
+    ax.set_ylim(max(s["shard"] for s in shards) + 0.7, min(s["shard"] for s in shards) - 0.7)
+    ax.set_xlabel("seconds since the first shard started")
+    ax.set_ylabel("shard")
+    ax.set_title("Shard timeline")
+    ax.grid(axis="x", alpha=0.3)
+    return figures.add(fig, f"When each shard computed, coloured by host (time 0 is {timefmt.epoch_text(t0)}). A bar "
+                            "spans the shard's solve, from its first process's start to its last one's end; "
+                            "job start-up and queueing are not included.")
+
+
+def throughput_figure(sweep: Sweep, figures: Figures) -> Figure | None:
+    plt = pyplot()
+    shards = [s for s in sweep.shards if s.get("duration_s")]
+    if not shards:
+        return None
+    ids = [s["shard"] for s in shards]
+    duration = [float(s["duration_s"]) for s in shards]
+    computed = [int(s.get("computed", s.get("points", 0)) or 0) for s in shards]
+    rate = [c / d if d else 0.0 for c, d in zip(computed, duration)]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    a1.bar(ids, duration, color="#4c72b0")
+    a1.set_xlabel("shard")
+    a1.set_ylabel("duration [s]")
+    a1.set_title("Duration per shard")
+    a2.bar(ids, rate, color="#55a868")
+    a2.set_xlabel("shard")
+    a2.set_ylabel("throughput [points/s]")
+    a2.set_title("Throughput per shard")
+    for ax in (a1, a2):
+        ax.set_xticks(ids if len(ids) <= 20 else ids[:: math.ceil(len(ids) / 20)])
+    fig.suptitle("Per-shard duration and throughput")
+    return figures.add(fig, "Seconds each shard took to solve its points (left) and the points it computed per "
+                            "second (right); a resumed shard computed only its uncommitted chunks.")
+
+
+def shard_table(sweep: Sweep, t0: float) -> Table:
+    """One row per shard record; the job and Slurm's restart count where Slurm ran the shards."""
+    slurm = under_slurm(sweep)
+    columns = ["shard"] + (["job", "Slurm restarts"] if slurm else []) + [
+        "host", "start [s]", "end [s]", "duration [s]", "points", "computed", "points/s", "processes", "devices",
+        "failed", "not converged", "non-finite"]
+    rows = []
+    for s in sweep.shards:
+        duration = float(s.get("duration_s") or 0.0)
+        computed = s.get("computed", s.get("points"))
+        devices = s.get("devices")
+        if not isinstance(devices, int):
+            devices = sum(len(p.get("devices", [])) for p in s.get("per_process", [])) or devices
+        rows.append([s["shard"]] + ([s.get("job_id"), slurm_restarts(s)] if slurm else [])
+                    + [s.get("host"), round(s["start"] - t0, 3) if s.get("start") else None,
+                       round(s["end"] - t0, 3) if s.get("end") else None, duration, s.get("points"), computed,
+                       round(computed / duration, 3) if computed and duration else None,
+                       s.get("processes"), devices, s.get("failed", 0), s.get("not_converged"),
+                       s.get("non_finite")])
+    return Table(columns, rows, id="shards")
+
+
+def retries_text(sweep: Sweep) -> list[str]:
+    requeued = [s["shard"] for s in sweep.shards if slurm_restarts(s)]
+    resumed_shards = [s["shard"] for s in sweep.shards if resumed(s)]
+    lines = []
+    if requeued:
+        lines.append(f"Shards whose Slurm job was requeued and restarted: {', '.join(map(str, requeued))}.")
+    if resumed_shards:
+        lines.append("Shards resumed from chunks an earlier attempt had committed: "
+                     f"{', '.join(map(str, resumed_shards))}.")
+    if not lines:
+        lines.append("Every shard computed all of its points in its last attempt (no chunk was resumed"
+                     + ("; no Slurm job was requeued" if under_slurm(sweep) else "") + ").")
+    lines.append("A job that failed before committing any chunk, and was run again, leaves no trace in the "
+                 "markers (each names only the job that committed its shard).")
+    return lines
+
+
+def plan_against_ran(sweep: Sweep) -> PlanAgainstRan | None:
+    plan = sweep.plan
+    if plan is None:
+        return None
+    res = plan.resources or {}
+    by_shard = {s["shard"]: s for s in sweep.shards}
+    rows, differ = [], 0
+    for shard in range(plan.n_shards):
+        first, last = plan.shard_chunks[shard]
+        ran = by_shard.get(shard)
+        if ran is None:
+            verdict = "not run (no marker)"
+        else:
+            notes = []
+            tasks = int(res.get("tasks", 1) or 1)
+            if ran.get("processes") not in (None, tasks):
+                notes.append(f"{ran['processes']} processes for {tasks} tasks")
+            if ran.get("points") != plan.shard_points(shard):
+                notes.append("another point count")
+            if ran.get("computed") is not None and ran["computed"] < plan.shard_points(shard):
+                notes.append("resumed")
+            verdict = "; ".join(notes) or "as planned"
+        differ += verdict != "as planned"
+        rows.append([shard, f"{first}..{last - 1}", plan.shard_points(shard),
+                     ran.get("host") if ran else None, ran.get("processes") if ran else None,
+                     ran.get("computed") if ran else None, verdict])
+    return PlanAgainstRan(
+        n_shards=plan.n_shards, n_chunks=plan.n_chunks, chunks=tuple(plan.chunks),
+        asked=", ".join(f"{k}={v}" for k, v in res.items()) or "the profile's defaults",
+        ran=len(sweep.shards), differ=differ,
+        table=Table(["shard", "chunks", "planned points", "host", "processes", "computed", "against the plan"], rows,
+                    id="plan-against-ran"))
+
+
+def execution_section(sweep: Sweep, figures: Figures) -> Execution:
+    shards = sweep.shards
+    t0 = min((s["start"] for s in shards if s.get("start")), default=0.0) if shards else None
+    drawn = [timeline_figure(sweep, figures), throughput_figure(sweep, figures)] if shards else []
+    return Execution(
+        figures=[f for f in drawn if f is not None],
+        t0=t0,
+        shards=shard_table(sweep, t0) if shards else Table([], id="shards"),
+        retries=retries_text(sweep) if shards else [],
+        plan=plan_against_ran(sweep),
+        asked_shards=sweep.spec.get("shards", sweep.ds.attrs.get("n_shards")),
+        ran=len(shards),
+    )
