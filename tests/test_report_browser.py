@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_snakemake, write_spec
+from report_page import parse
 
 pytestmark = pytest.mark.slow
 
@@ -166,10 +167,15 @@ def test_sweep_report_renders_in_chromium_and_snakemake_report_works(tmp_path):
     shot = ARTIFACTS / "report-browser.png"
     shot.write_bytes(png)
     assert errors == []
-    assert facts["title"] == f"Sweep {SPEC['name']}"
-    assert facts["images"] == html.read_text().count("<img ") >= 6
+    page = parse(html.read_text())
+    assert facts["title"] == page.title == f"Sweep {SPEC['name']}"
+    assert facts["images"] == page.img_count >= 6
     assert facts["decoded"] == facts["images"]
-    assert facts["sections"] == ["Summary", "Results", "Failures", "Execution"]
+    assert facts["sections"] == page.heading_texts("h2") == ["Summary", "Results", "Failures", "Execution"]
+    import xarray as xr
+
+    ds = xr.open_zarr(tmp_path / "results" / SPEC["name"] / "sweep.zarr", chunks=None)
+    assert 0 < len(page.table("failed-points").rows) == int((~ds["converged"].values).sum())  # the page has failures
     from PIL import Image
 
     image = Image.open(io.BytesIO(png))
