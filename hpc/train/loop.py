@@ -1,5 +1,9 @@
 """The training job: one process of it, in lockstep with the others.
 
+``Trainer`` holds the compiled pieces (initial state, a block of steps, evaluation), built from
+the step functions below; ``TrainingRun`` walks one attempt: restore or initialize the state,
+compile, train block by block, then record a stop or the finished run.
+
 - One mesh (axis ``data``) over every device of every process. The training rows are replicated
   on every device; each device builds its own share of the global batch from the data order
   (``hpc.train.data.permute``) inside the compiled step, so no batch travels from the host.
@@ -85,131 +89,223 @@ def param_sharding_rule(mesh, shape: tuple[int, ...], shard: bool):
     return NamedSharding(mesh, P())
 
 
+def build_mesh(batch_size: int):
+    """One mesh (axis ``data``) over every device of every process, and its two shardings:
+    replicated, and split by rows."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    n_devices = mesh.devices.size
+    if batch_size % n_devices:
+        raise RuntimeError(f"a global batch of {batch_size} does not split over {n_devices} devices; "
+                           f"set batch_size to a multiple of {n_devices}")
+    return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
+def init_function(network, tx, features: int):
+    """The training state at step 0 from a random key: step, parameters, optimizer state."""
+    import jax.numpy as jnp
+
+    def init(key):
+        params = network.init(key, jnp.zeros((1, features), jnp.float32))["params"]
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+    return init
+
+
+def device_batch_function(spec: TrainSpec, n_train: int, n_devices: int):
+    """Each device's rows of the global batch at a batch origin (epoch0, offset): positions
+    offset + d·b ... of the epoch stream (hpc.train.data), gathered inside the compiled step."""
+    import jax
+    import jax.numpy as jnp
+
+    local_batch = spec.batch_size // n_devices
+    seed = spec.seed
+
+    def device_batch(x_all, y_all, epoch0, offset):
+        first = offset + jax.lax.axis_index("data") * local_batch
+        position = first + jnp.arange(local_batch, dtype=jnp.int32)
+        epoch = epoch0 + position // n_train
+        index = permute(position % n_train, epoch, seed, n_train, jnp)
+        return x_all[index], y_all[index]
+
+    return device_batch
+
+
+def loss_function(network):
+    """Mean squared error of the network on a batch (standardized targets)."""
+    import jax.numpy as jnp
+
+    def batch_loss(params, x, y):
+        return jnp.mean((network.apply({"params": params}, x) - y) ** 2)
+
+    return batch_loss
+
+
+def data_parallel_gradients(network, mesh, device_batch):
+    """(gradients, loss, any process stopping) with replicated parameters: each device's gradient
+    on its rows, then one all-reduce of one flat vector (gradients, loss and the stop flag
+    together): one collective per step."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from jax.sharding import PartitionSpec as P
+
+    batch_loss = loss_function(network)
+    n_devices = mesh.devices.size
+
+    def device_gradients(params, x_all, y_all, epoch0, offset, stop):
+        loss, grads = jax.value_and_grad(batch_loss)(params, *device_batch(x_all, y_all, epoch0, offset))
+        flat, unflatten = ravel_pytree(grads)
+        packed = jnp.concatenate([flat, loss[None], stop.astype(flat.dtype)])
+        total = jax.lax.psum(packed, "data")
+        return unflatten(total[:-2] / n_devices), total[-2] / n_devices, total[-1] > 0
+
+    return jax.shard_map(device_gradients, mesh=mesh, in_specs=(P(), P(), P(), P(), P(), P("data")),
+                         out_specs=(P(), P(), P()), check_vma=False)
+
+
+def sharded_gradients(network, mesh, device_batch):
+    """(gradients, loss, any process stopping), FSDP-style: the batch is sharded, the parameters
+    too; XLA gathers and scatters."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    batch_loss = loss_function(network)
+    make_batch = jax.shard_map(device_batch, mesh=mesh, in_specs=(P(), P(), P(), P()),
+                               out_specs=(P("data"), P("data")), check_vma=False)
+
+    def gradients(params, x_all, y_all, epoch0, offset, stop):
+        x, y = make_batch(x_all, y_all, epoch0, offset)
+        loss, grads = jax.value_and_grad(batch_loss)(params, x, y)
+        return grads, loss, jnp.any(stop)
+
+    return gradients
+
+
+def train_step_function(network, tx, mesh, spec: TrainSpec, n_train: int):
+    """One update from the batch at (epoch0, offset): the new state and its [loss, any process
+    stopping] report."""
+    import jax.numpy as jnp
+    import optax
+
+    device_batch = device_batch_function(spec, n_train, mesh.devices.size)
+    gradients = (sharded_gradients if spec.shard_params else data_parallel_gradients)(network, mesh, device_batch)
+
+    def train_step(state, x_all, y_all, epoch0, offset, stop):
+        grads, loss, any_stop = gradients(state["params"], x_all, y_all, epoch0, offset, stop)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        # (loss, stop) in one small array: a block's reports come back in one transfer.
+        report = jnp.stack([loss.astype(jnp.float32), any_stop.astype(jnp.float32)])
+        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, report
+
+    return train_step
+
+
+def train_block_function(train_step, batch_size: int, n_train: int):
+    """``count`` (<= SYNC_EVERY) steps from the batch origin (epoch0, offset), in one call: the
+    new state and a (SYNC_EVERY, 2) array whose first ``count`` rows are the steps' reports."""
+    import jax
+    import jax.numpy as jnp
+
+    def train_block(state, x_all, y_all, epoch0, offset, count, stop):
+        def body(i, carry):
+            state, reports, epoch, offset = carry
+            state, report = train_step(state, x_all, y_all, epoch, offset, stop)
+            offset = offset + batch_size  # the next step's origin, kept within int32
+            return state, reports.at[i].set(report), epoch + offset // n_train, offset % n_train
+
+        reports = jnp.zeros((SYNC_EVERY, 2), jnp.float32)
+        state, reports, _, _ = jax.lax.fori_loop(0, count, body, (state, reports, epoch0, offset))
+        return state, reports
+
+    return train_block
+
+
+def evaluation_function(network, dataset: Dataset):
+    """Over blocks of rows (padding masked out): the sum of squared errors in model units, the
+    largest error, and the sum of squared errors on standardized targets."""
+    import jax
+    import jax.numpy as jnp
+
+    y_mean = jnp.asarray(dataset.y_mean, jnp.float32)
+    y_std = jnp.asarray(dataset.y_std, jnp.float32)
+
+    def evaluate(params, x_blocks, y_blocks, mask_blocks):
+        def block(carry, rows):
+            x, y, mask = rows
+            pred = network.apply({"params": params}, x) * y_std + y_mean
+            err = jnp.where(mask[:, None], pred - y, 0.0)
+            return (carry[0] + jnp.sum(err ** 2), jnp.maximum(carry[1], jnp.max(jnp.abs(err))),
+                    carry[2] + jnp.sum((err / y_std) ** 2)), None
+
+        zero = jnp.zeros((), jnp.float32)
+        out, _ = jax.lax.scan(block, (zero, zero, zero), (x_blocks, y_blocks, mask_blocks))
+        return out
+
+    return evaluate
+
+
 class Trainer:
-    """The compiled pieces of a run: initial state, one training step, evaluation."""
+    """The compiled pieces of a run (initial state, a block of steps, evaluation) and its data on
+    the devices."""
 
     def __init__(self, spec: TrainSpec, dataset: Dataset):
         import jax
-        import jax.numpy as jnp
-        import optax
-        from jax.flatten_util import ravel_pytree
-        from jax.sharding import Mesh, NamedSharding
-        from jax.sharding import PartitionSpec as P
 
         self.spec, self.dataset = spec, dataset
-        self.mesh = Mesh(np.array(jax.devices()), ("data",))
+        self.mesh, self.replicated, self.rows = build_mesh(spec.batch_size)
         self.n_devices = self.mesh.devices.size
-        if spec.batch_size % self.n_devices:
-            raise RuntimeError(f"a global batch of {spec.batch_size} does not split over {self.n_devices} devices; "
-                               f"set batch_size to a multiple of {self.n_devices}")
-        self.replicated = NamedSharding(self.mesh, P())
-        self.rows = NamedSharding(self.mesh, P("data"))
         self.network = build_network(spec.network, dataset.outputs)
         self.tx = build_optimizer(spec.optimizer, spec.steps)
         self.schedule = schedule(spec.optimizer, spec.steps)
-        network, tx, seed, n_train = self.network, self.tx, spec.seed, dataset.n_train
-        features = dataset.features
+        self._lay_out_state()
+        self._block = self._jit_block()
+        self._evaluate = jax.jit(evaluation_function(self.network, dataset), out_shardings=self.replicated)
+        self._place_data()
+        self.compiled_block = None
 
-        def init(key):
-            params = network.init(key, jnp.zeros((1, features), jnp.float32))["params"]
-            return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+    def _lay_out_state(self) -> None:
+        """The state's shardings (param_sharding_rule), its abstract shape and the jitted init."""
+        import jax
 
+        init = init_function(self.network, self.tx, self.dataset.features)
         abstract = jax.eval_shape(init, jax.random.key(0))
-        self.state_sharding = jax.tree.map(lambda a: param_sharding_rule(self.mesh, a.shape, spec.shard_params),
+        self.state_sharding = jax.tree.map(lambda a: param_sharding_rule(self.mesh, a.shape, self.spec.shard_params),
                                            abstract)
         self.abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                            abstract, self.state_sharding)
         self._init = jax.jit(init, out_shardings=self.state_sharding)
 
-        local_batch = spec.batch_size // self.n_devices
+    def _jit_block(self):
+        import jax
 
-        def device_batch(x_all, y_all, epoch0, offset):
-            # Each device's rows of the global batch: positions offset + d·b ... of the epoch stream.
-            first = offset + jax.lax.axis_index("data") * local_batch
-            position = first + jnp.arange(local_batch, dtype=jnp.int32)
-            epoch = epoch0 + position // n_train
-            index = permute(position % n_train, epoch, seed, n_train, jnp)
-            return x_all[index], y_all[index]
+        train_step = train_step_function(self.network, self.tx, self.mesh, self.spec, self.dataset.n_train)
+        block = train_block_function(train_step, self.spec.batch_size, self.dataset.n_train)
+        r = self.replicated
+        return jax.jit(block, donate_argnums=(0,), in_shardings=(self.state_sharding, r, r, r, r, r, self.rows),
+                       out_shardings=(self.state_sharding, r))
 
-        def batch_loss(params, x, y):
-            return jnp.mean((network.apply({"params": params}, x) - y) ** 2)
+    def _place_data(self) -> None:
+        """Training rows replicated; held-out rows and a fixed sample of training rows in blocks;
+        the two stop flags (every local device's row alike)."""
+        import jax
 
-        n_devices = self.n_devices
-
-        def device_gradients(params, x_all, y_all, epoch0, offset, stop):
-            # Data parallel: each device's gradient on its rows, then one all-reduce of one flat
-            # vector (gradients, loss and the stop flag together): one collective per step.
-            loss, grads = jax.value_and_grad(batch_loss)(params, *device_batch(x_all, y_all, epoch0, offset))
-            flat, unflatten = ravel_pytree(grads)
-            packed = jnp.concatenate([flat, loss[None], stop.astype(flat.dtype)])
-            total = jax.lax.psum(packed, "data")
-            return unflatten(total[:-2] / n_devices), total[-2] / n_devices, total[-1] > 0
-
-        gradients = jax.shard_map(device_gradients, mesh=self.mesh, in_specs=(P(), P(), P(), P(), P(), P("data")),
-                                  out_specs=(P(), P(), P()), check_vma=False)
-        make_batch = jax.shard_map(device_batch, mesh=self.mesh, in_specs=(P(), P(), P(), P()),
-                                   out_specs=(P("data"), P("data")), check_vma=False)
-
-        def train_step(state, x_all, y_all, epoch0, offset, stop):
-            if spec.shard_params:
-                # FSDP-style: the batch is sharded, the parameters too; XLA gathers and scatters.
-                x, y = make_batch(x_all, y_all, epoch0, offset)
-                loss, grads = jax.value_and_grad(batch_loss)(state["params"], x, y)
-                any_stop = jnp.any(stop)
-            else:
-                grads, loss, any_stop = gradients(state["params"], x_all, y_all, epoch0, offset, stop)
-            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-            params = optax.apply_updates(state["params"], updates)
-            # (loss, stop) in one small array: a block's reports come back in one transfer.
-            report = jnp.stack([loss.astype(jnp.float32), any_stop.astype(jnp.float32)])
-            return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, report
-
-        batch_size = spec.batch_size
-
-        def train_block(state, x_all, y_all, epoch0, offset, count, stop):
-            # ``count`` (<= SYNC_EVERY) steps from the batch origin (epoch0, offset), in one call.
-            def body(i, carry):
-                state, reports, epoch, offset = carry
-                state, report = train_step(state, x_all, y_all, epoch, offset, stop)
-                offset = offset + batch_size  # the next step's origin, kept within int32
-                return state, reports.at[i].set(report), epoch + offset // n_train, offset % n_train
-
-            reports = jnp.zeros((SYNC_EVERY, 2), jnp.float32)
-            state, reports, _, _ = jax.lax.fori_loop(0, count, body, (state, reports, epoch0, offset))
-            return state, reports
-
-        self._block = jax.jit(train_block, donate_argnums=(0,),
-                              in_shardings=(self.state_sharding, self.replicated, self.replicated, self.replicated,
-                                            self.replicated, self.replicated, self.rows),
-                              out_shardings=(self.state_sharding, self.replicated))
-
-        y_mean = jnp.asarray(dataset.y_mean, jnp.float32)
-        y_std = jnp.asarray(dataset.y_std, jnp.float32)
-
-        def evaluate(params, x_blocks, y_blocks, mask_blocks):
-            """Sum of squared errors (model units and standardized) and the largest error."""
-            def block(carry, rows):
-                x, y, mask = rows
-                pred = network.apply({"params": params}, x) * y_std + y_mean
-                err = jnp.where(mask[:, None], pred - y, 0.0)
-                return (carry[0] + jnp.sum(err ** 2), jnp.maximum(carry[1], jnp.max(jnp.abs(err))),
-                        carry[2] + jnp.sum((err / y_std) ** 2)), None
-
-            zero = jnp.zeros((), jnp.float32)
-            out, _ = jax.lax.scan(block, (zero, zero, zero), (x_blocks, y_blocks, mask_blocks))
-            return out
-
-        self._evaluate = jax.jit(evaluate, out_shardings=self.replicated)
+        dataset = self.dataset
         self.x_train = self._place(dataset.x_train, self.replicated)
         self.y_train = self._place(dataset.y_train, self.replicated)
         self.heldout = self._blocks(dataset.x_heldout, dataset.y_heldout)
-        sample = np.sort(np.random.default_rng([seed, 0x7E57]).permutation(n_train)[:min(n_train, TRAIN_SAMPLE)])
+        n_train = dataset.n_train
+        sample = np.sort(np.random.default_rng([self.spec.seed, 0x7E57]).permutation(n_train)[:min(n_train, TRAIN_SAMPLE)])
         y_sample = dataset.y_train[sample] * dataset.y_std + dataset.y_mean
         self.train_sample = self._blocks(dataset.x_train[sample], y_sample.astype(np.float32))
         stop_local = np.zeros(len(jax.local_devices()), bool)
         self.stop_flags = {flag: jax.make_array_from_process_local_data(self.rows, stop_local | flag)
                            for flag in (False, True)}
-        self.compiled_block = None
 
     def _place(self, array: np.ndarray, sharding):
         import jax
@@ -295,161 +391,220 @@ def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: 
     stop = stop or StopRequest()
     stop.install()
     spec = load_train_spec(spec_file)
+    launch = start_job()
+    root = paths.root_of_marker(marker) if marker else paths.RESULTS_ROOT
+    compile_cache.enable(root)
+    marker = Path(marker) if marker else paths.train_marker_path(spec.name, root)
+    if _already_complete(spec, marker):
+        _log(f"train {spec.name}: already complete ({marker}); nothing to do")
+        return 0
+    run = TrainingRun(spec, root, launch)
+    run.train(stop)
+    return run.stopped() if run.stopping else run.finish(marker)
+
+
+def start_job() -> distributed.Launch:
+    """Join the job's other processes, if any."""
     import jax
 
     # JAX's own preemption notifier would take SIGTERM from us; the stop flag does its work.
     jax.config.update("jax_enable_preemption_service", False)
-    launch = distributed.start(distributed.detect_launch())
-    root = paths.root_of_marker(marker) if marker else paths.RESULTS_ROOT
-    compile_cache.enable(root)
-    marker = Path(marker) if marker else paths.train_marker_path(spec.name, root)
-    lead = jax.process_index() == 0
-    who = distributed.where() if launch.method != "single" else distributed.node_name()
+    return distributed.start(distributed.detect_launch())
 
-    if _already_complete(spec, marker):
-        _log(f"train {spec.name}: already complete ({marker}); nothing to do")
-        return 0
-    dataset = load_dataset(spec, root)
-    trainer = Trainer(spec, dataset)
-    checkpoints = ckpt_lib.Checkpoints(paths.checkpoint_dir(spec.name, root), keep=spec.keep_checkpoints)
-    latest = checkpoints.latest_step()
-    layout = {"processes": jax.process_count(), "devices": trainer.n_devices,
-              "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-              "shard_params": spec.shard_params}
-    if latest is not None:
-        meta = checkpoints.read_meta(latest)
+
+def block_end(t: int, spec: TrainSpec) -> int:
+    """Where the block from step ``t`` ends: at the next multiple of SYNC_EVERY, evaluation or
+    checkpoint step, or the last step. A function of ``t`` alone, so every process (and a resumed
+    run) cuts alike."""
+    return min(spec.steps, (t // SYNC_EVERY + 1) * SYNC_EVERY, (t // spec.eval_every + 1) * spec.eval_every,
+               (t // spec.checkpoint_every + 1) * spec.checkpoint_every)
+
+
+class TrainingRun:
+    """One attempt at a run in this process: restore or initialize the state and compile; then
+    train block by block (``train``: evaluations and per-step rows into train.zarr on process 0,
+    checkpoints); then record the stop (``stopped``) or the finished run (``finish``)."""
+
+    def __init__(self, spec: TrainSpec, root: Path, launch: distributed.Launch):
+        import jax
+
+        self.spec, self.root, self.launch = spec, root, launch
+        self.lead = jax.process_index() == 0
+        self.who = distributed.where() if launch.method != "single" else distributed.node_name()
+        self.dataset = load_dataset(spec, root)
+        self.trainer = Trainer(spec, self.dataset)
+        self.checkpoints = ckpt_lib.Checkpoints(paths.checkpoint_dir(spec.name, root), keep=spec.keep_checkpoints)
+        self.layout = {"processes": jax.process_count(), "devices": self.trainer.n_devices,
+                       "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+                       "shard_params": spec.shard_params}
+        self.restored_from = self.checkpoints.latest_step()
+        self.state = self._restore_or_init()
+        self.t = int(self.restored_from or 0)  # updates done
+        compile_s = self._compile()
+        self.group = self._open_metrics() if self.lead else None
+        # The record saved with each checkpoint.
+        self.meta = {"digest": spec.digest(), "name": spec.name, "normalization": self.dataset.normalization(),
+                     "data": self.dataset.describe(), "network": spec.network, "layout": self.layout}
+        self.pending: dict[str, list] = {"loss": [], "step_time": []}  # rows of steps not yet in train.zarr
+        self.flushed_to = self.t  # steps whose rows are in train.zarr
+        self.segment = {"first_step": self.t + 1, "start": store.now_iso(), "hosts": sorted({distributed.node_name()}),
+                        "restored_from": self.restored_from, "compile_s": round(compile_s, 3), **self.layout}
+        self.stopping = False
+        self.train_s = 0.0
+        self.last_eval: dict | None = None
+
+    def _restore_or_init(self):
+        """The latest checkpoint's state (refused if of another spec), else the initial state."""
+        latest, spec = self.restored_from, self.spec
+        if latest is None:
+            return self.trainer.init_state()
+        meta = self.checkpoints.read_meta(latest)
         if meta.get("digest") != spec.digest():
-            raise RuntimeError(f"{checkpoints.directory} holds checkpoints of another spec (digest {meta.get('digest')}, "
-                               f"this spec {spec.digest()}); choose a new name or delete results/{spec.name}")
-        state, meta = checkpoints.restore(latest, trainer.abstract_state)
-        if meta.get("layout", {}).get("devices") != layout["devices"]:
-            _log(f"train: resuming on {layout['devices']} devices a run saved on {meta['layout'].get('devices')}: "
+            raise RuntimeError(f"{self.checkpoints.directory} holds checkpoints of another spec (digest "
+                               f"{meta.get('digest')}, this spec {spec.digest()}); choose a new name or delete "
+                               f"results/{spec.name}")
+        state, meta = self.checkpoints.restore(latest, self.trainer.abstract_state)
+        if meta.get("layout", {}).get("devices") != self.layout["devices"]:
+            _log(f"train: resuming on {self.layout['devices']} devices a run saved on {meta['layout'].get('devices')}: "
                  "the result is not bitwise that of an uninterrupted run")
-    else:
-        state = trainer.init_state()
-    start = int(latest or 0)
-    t_compile = time.perf_counter()
-    trainer.compile(state)
-    compile_s = time.perf_counter() - t_compile
-    _log(f"train {spec.name}: {who}: {trainer.n_devices} devices, {dataset.n_train} training rows, "
-         f"{len(dataset.x_heldout)} held-out rows, step {start} of {spec.steps}"
-         + (f" (resumed from checkpoint {latest})" if latest else "") + f", compiled in {compile_s:.1f} s")
+        return state
 
-    group = None
-    if lead:
-        group = metrics.open_or_create(paths.train_store_path(spec.name, root), spec, dataset.units, {
-            "data": dataset.describe(), "normalization": dataset.normalization(), "layout": layout,
+    def _compile(self) -> float:
+        """Compile the block of steps; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.trainer.compile(self.state)
+        compile_s = time.perf_counter() - t0
+        spec, dataset, latest = self.spec, self.dataset, self.restored_from
+        _log(f"train {spec.name}: {self.who}: {self.trainer.n_devices} devices, {dataset.n_train} training rows, "
+             f"{len(dataset.x_heldout)} held-out rows, step {self.t} of {spec.steps}"
+             + (f" (resumed from checkpoint {latest})" if latest else "") + f", compiled in {compile_s:.1f} s")
+        return compile_s
+
+    def _open_metrics(self):
+        spec, dataset = self.spec, self.dataset
+        return metrics.open_or_create(paths.train_store_path(spec.name, self.root), spec, dataset.units, {
+            "data": dataset.describe(), "normalization": dataset.normalization(), "layout": self.layout,
             "batch_size": spec.batch_size, "steps": spec.steps,
         })
-    meta = {"digest": spec.digest(), "name": spec.name, "normalization": dataset.normalization(),
-            "data": dataset.describe(), "network": spec.network, "layout": layout}
 
-    pending: dict[str, list] = {"loss": [], "step_time": []}
-    flushed_to = start  # steps whose rows are in train.zarr
+    def train(self, stop: StopRequest) -> None:
+        """Blocks of steps up to the last step, or until a block reports that a process was asked
+        to stop; then wait for the checkpoints and close this attempt's segment."""
+        if self.t == 0:
+            self.evaluate(0)
+        while self.t < self.spec.steps and not self.stopping:
+            self._run_block(block_end(self.t, self.spec), stop.requested)
+        self.checkpoints.wait()
+        self.segment.update({"last_step": self.t, "end": store.now_iso(), "train_s": round(self.train_s, 3),
+                             "reason": "stopped (SIGTERM)" if self.stopping else "completed"})
+        parts = distributed.gather(self.launch, {"host": distributed.node_name()})
+        self.segment["hosts"] = sorted({p["host"] for p in parts})
 
-    def flush(upto: int) -> None:
-        nonlocal flushed_to
-        if lead and upto > flushed_to:
-            first = flushed_to + 1
-            times = np.asarray(pending["step_time"][: upto - flushed_to], np.float64)
+    def _run_block(self, end: int, stop_requested: bool) -> None:
+        """Steps t+1 ... ``end``; then evaluate and save where those fall due (save too when stopping)."""
+        t, spec = self.t, self.spec
+        block_start = time.perf_counter()
+        self.state, reports = self.trainer.run_block(self.state, t, end - t, stop_requested)
+        elapsed = time.perf_counter() - block_start
+        self.train_s += elapsed
+        self.pending["loss"].extend(reports[:, 0].tolist())
+        self.pending["step_time"].extend([elapsed / (end - t)] * (end - t))
+        self.t = end
+        self.stopping = bool(reports[:, 1].any())
+        if end % spec.eval_every == 0 or end == spec.steps:
+            self.last_eval = self.evaluate(end)
+        if self.stopping or end % spec.checkpoint_every == 0 or end == spec.steps:
+            self.save(end)
+
+    def flush(self, upto: int) -> None:
+        """Write the pending rows of the steps up to ``upto`` into train.zarr (process 0)."""
+        done = upto - self.flushed_to
+        if self.lead and done > 0:
+            first = self.flushed_to + 1
+            times = np.asarray(self.pending["step_time"][:done], np.float64)
             counts = np.arange(first - 1, upto)  # optax counts updates from 0
-            lrs = np.broadcast_to(np.asarray(trainer.schedule(counts), np.float32), counts.shape)
-            metrics.write_steps(group, first, {
-                "loss": np.asarray(pending["loss"][: upto - flushed_to], np.float32),
+            lrs = np.broadcast_to(np.asarray(self.trainer.schedule(counts), np.float32), counts.shape)
+            metrics.write_steps(self.group, first, {
+                "loss": np.asarray(self.pending["loss"][:done], np.float32),
                 "learning_rate": lrs, "step_time": times,
-                "samples_per_second": spec.batch_size / np.maximum(times, 1e-12)})
-        del pending["loss"][: upto - flushed_to], pending["step_time"][: upto - flushed_to]
-        flushed_to = upto
+                "samples_per_second": self.spec.batch_size / np.maximum(times, 1e-12)})
+        del self.pending["loss"][:done], self.pending["step_time"][:done]
+        self.flushed_to = upto
 
-    def evaluate(t: int) -> dict:
-        values = trainer.evaluate(state)
-        if not lead:
+    def evaluate(self, t: int) -> dict:
+        """Held-out and training-sample errors after ``t`` steps (written and logged by process 0)."""
+        values = self.trainer.evaluate(self.state)
+        if not self.lead:
             return values
-        metrics.write_eval(group, t, values)
-        _log(f"train {spec.name}: step {t}: held-out RMSE {values['heldout_rmse']:.4g}, max error "
-             f"{values['heldout_max_error']:.4g} {dataset.units}".rstrip() + f" (train RMSE {values['train_rmse']:.4g})")
+        metrics.write_eval(self.group, t, values)
+        _log(f"train {self.spec.name}: step {t}: held-out RMSE {values['heldout_rmse']:.4g}, max error "
+             f"{values['heldout_max_error']:.4g} {self.dataset.units}".rstrip()
+             + f" (train RMSE {values['train_rmse']:.4g})")
         return values
 
-    def save(t: int) -> None:
-        flush(t)
-        checkpoints.save(t, state, dict(meta, step=t))
+    def save(self, t: int) -> None:
+        """Flush the rows up to ``t``, then checkpoint (every process, collectively)."""
+        self.flush(t)
+        self.checkpoints.save(t, self.state, dict(self.meta, step=t))
 
-    segment = {"first_step": start + 1, "start": store.now_iso(), "hosts": sorted({distributed.node_name()}),
-               "restored_from": latest, "compile_s": round(compile_s, 3), **layout}
-    if start == 0:
-        evaluate(0)
-    t = start
-    stopping = False
-    train_s = 0.0
-    last_eval = None
-    while t < spec.steps:
-        # The block ends at the next multiple of SYNC_EVERY, evaluation or checkpoint step, or the
-        # last step: a function of t alone, so every process (and a resumed run) cuts alike.
-        end = min(spec.steps, (t // SYNC_EVERY + 1) * SYNC_EVERY,
-                  (t // spec.eval_every + 1) * spec.eval_every, (t // spec.checkpoint_every + 1) * spec.checkpoint_every)
-        block_start = time.perf_counter()
-        state, reports = trainer.run_block(state, t, end - t, stop.requested)
-        elapsed = time.perf_counter() - block_start
-        train_s += elapsed
-        pending["loss"].extend(reports[:, 0].tolist())
-        pending["step_time"].extend([elapsed / (end - t)] * (end - t))
-        t = end
-        stopping = bool(reports[:, 1].any())
-        if t % spec.eval_every == 0 or t == spec.steps:
-            last_eval = evaluate(t)
-        if stopping or t % spec.checkpoint_every == 0 or t == spec.steps:
-            save(t)
-        if stopping:
-            break
-    checkpoints.wait()
-
-    segment.update({"last_step": t, "end": store.now_iso(), "train_s": round(train_s, 3),
-                    "reason": "stopped (SIGTERM)" if stopping else "completed"})
-    parts = distributed.gather(launch, {"host": distributed.node_name()})
-    segment["hosts"] = sorted({p["host"] for p in parts})
-    if stopping:
-        if lead:
-            group.attrs["segments"] = [*group.attrs.get("segments", []), segment]
-        _log(f"train {spec.name}: {who}: stopped after step {t} on SIGTERM; checkpoint {t} saved; rerun to resume")
-        checkpoints.close()
-        distributed.barrier(launch, f"train-{spec.name}-stopped")
+    def stopped(self) -> int:
+        """Record the stopped attempt; EXIT_STOPPED once every process has."""
+        if self.lead:
+            self.group.attrs["segments"] = [*self.group.attrs.get("segments", []), self.segment]
+        _log(f"train {self.spec.name}: {self.who}: stopped after step {self.t} on SIGTERM; checkpoint {self.t} saved; "
+             "rerun to resume")
+        self.checkpoints.close()
+        distributed.barrier(self.launch, f"train-{self.spec.name}-stopped")
         return EXIT_STOPPED
 
-    if last_eval is None:  # a rerun of a finished run: nothing trained, evaluate the final state
-        last_eval = trainer.evaluate(state)
-    params = host_params(state)
-    checkpoints.close()
-    if lead:
-        from hpc.train.surrogate import compare_cost
+    def finish(self, marker: Path) -> int:
+        """The finished run: on process 0, its summary and the surrogate's cost into train.zarr's
+        attributes and the marker; 0 once every process is done."""
+        if self.last_eval is None:  # a rerun of a finished run: nothing trained, evaluate the final state
+            self.last_eval = self.trainer.evaluate(self.state)
+        params = host_params(self.state)
+        self.checkpoints.close()
+        if self.lead:
+            from hpc.train.surrogate import compare_cost
 
-        cost = compare_cost(spec, dataset, trainer.network, params)
+            cost = compare_cost(self.spec, self.dataset, self.trainer.network, params)
+            summary = self._summary(cost)
+            self._record_final(summary, cost)
+            metrics.finalize(paths.train_store_path(self.spec.name, self.root))
+            write_atomic(marker, json.dumps(summary, indent=1))
+            units = f" {self.dataset.units}" if self.dataset.units else ""
+            _log(f"train {self.spec.name}: done: held-out RMSE {summary['heldout_rmse']:.4g}{units}, max error "
+                 f"{summary['heldout_max_error']:.4g}{units}; {summary['samples_per_second']:.4g} samples/s; "
+                 f"surrogate {cost['surrogate_s_per_point']:.3g} s per point against "
+                 f"{cost['model_s_per_point']:.3g} s per {cost['cost_reference']}")
+        distributed.barrier(self.launch, f"train-{self.spec.name}-done")
+        return 0
+
+    def _summary(self, cost: dict) -> dict:
+        """The marker's body: the final errors, throughput over every attempt, the cost comparison."""
+        spec, group, last = self.spec, self.group, self.last_eval
         step_times = group["step_time"][...]
-        summary = {
+        return {
             "name": spec.name, "digest": spec.digest(), "steps": spec.steps, "batch_size": spec.batch_size,
             "final_loss": float(group["loss"][spec.steps - 1]),
-            "heldout_rmse": last_eval["heldout_rmse"], "heldout_max_error": last_eval["heldout_max_error"],
-            "train_rmse": last_eval["train_rmse"], "units": dataset.units,
+            "heldout_rmse": last["heldout_rmse"], "heldout_max_error": last["heldout_max_error"],
+            "train_rmse": last["train_rmse"], "units": self.dataset.units,
             # Over every step of every attempt: compile, evaluation and checkpoint time left out.
             "samples_per_second": spec.batch_size * spec.steps / float(np.nansum(step_times)),
             "median_step_time": float(np.nanmedian(step_times)),
-            "checkpoint": str(paths.checkpoint_dir(spec.name, root) / str(spec.steps)),
-            **cost, "layout": layout,
+            "checkpoint": str(paths.checkpoint_dir(spec.name, self.root) / str(spec.steps)),
+            **cost, "layout": self.layout,
         }
+
+    def _record_final(self, summary: dict, cost: dict) -> None:
+        """train.zarr's attributes once finished: the last segment, the summary, the report's headline."""
+        group, dataset = self.group, self.dataset
         group.attrs.update({
-            "segments": [*group.attrs.get("segments", []), segment], "completed": store.now_iso(), "final": summary,
+            "segments": [*group.attrs.get("segments", []), self.segment], "completed": store.now_iso(), "final": summary,
             # The report's headline: the surrogate's error off the training points, and its cost.
-            "target": spec.data.target or "synthetic function", "target_units": dataset.units,
+            "target": self.spec.data.target or "synthetic function", "target_units": dataset.units,
             "heldout_points": dataset.points["heldout"],
             "surrogate_heldout_rmse": summary["heldout_rmse"], "surrogate_heldout_max_error": summary["heldout_max_error"],
             "surrogate_seconds_per_point": cost["surrogate_s_per_point"], "model_seconds_per_point": cost["model_s_per_point"],
             "surrogate_speedup": cost["speedup"], "cost_reference": cost["cost_reference"],
         })
-        metrics.finalize(paths.train_store_path(spec.name, root))
-        write_atomic(marker, json.dumps(summary, indent=1))
-        units = f" {dataset.units}" if dataset.units else ""
-        _log(f"train {spec.name}: done: held-out RMSE {summary['heldout_rmse']:.4g}{units}, max error "
-             f"{summary['heldout_max_error']:.4g}{units}; {summary['samples_per_second']:.4g} samples/s; surrogate "
-             f"{cost['surrogate_s_per_point']:.3g} s per point against {cost['model_s_per_point']:.3g} s per "
-             f"{cost['cost_reference']}")
-    distributed.barrier(launch, f"train-{spec.name}-done")
-    return 0
