@@ -92,6 +92,8 @@ BAD = [
     ("empty dimension name", with_(sweep={"": {"zip": {"c": [1.0, 2.0]}}}), "sweep", "not allowed as a name"),
     ("zarr.json as a dimension name", with_(sweep={"zarr.json": {"zip": {"c": [1.0, 2.0]}}}), "sweep.zarr.json",
      "not allowed as a name"),
+    ("parameter name with a newline", with_(params={"a\nb": 1.0}), "params.'a\\nb'", "not allowed as a name"),
+    ("unknown key of spaces", with_(**{" ": 1}), "' '", "unknown key"),
     # Numbers a dimension is spaced from.
     ("infinite range", with_(sweep={"c": {"range": [0, float("inf"), 1]}}), "sweep.c.range", "not a finite number"),
     ("nan range step", with_(sweep={"c": {"range": [0, 1, float("nan")]}}), "sweep.c.range", "not a finite number"),

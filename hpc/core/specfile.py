@@ -78,12 +78,18 @@ def read_spec_file(path: str | Path) -> tuple[str, Any]:
 # --- the schema -------------------------------------------------------------------------------
 
 
+def _shown(name: Any) -> str:
+    """A key as it appears in a key path: as written, or quoted where it is empty or has odd characters."""
+    text = str(name)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path)
+    return ".".join(_shown(p) for p in error.absolute_path)
 
 
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
+def _join(key: str, name: Any) -> str:
+    return f"{key}.{_shown(name)}" if key else _shown(name)
 
 
 def check_schema(kind: str, data: Any, entry_forms: Mapping[str, str] | None = None) -> None:
@@ -104,7 +110,7 @@ def check_schema(kind: str, data: Any, entry_forms: Mapping[str, str] | None = N
                         "allowed keys: " + ", ".join(allowed))
     if "propertyNames" in error.schema_path:
         name = error.instance
-        raise SpecError(_join(key, str(name)) if name else key, f"{name!r} is not allowed as a name here",
+        raise SpecError(_join(key, name) if name else key, f"{name!r} is not allowed as a name here",
                         error.schema.get("description", error.message))
     forms = (entry_forms or {}).get(path[0]) if path else None
     if forms and len(path) == 2:
