@@ -55,7 +55,8 @@ def pyplot():
 # Values along a plot axis
 
 
-def is_numeric(values: np.ndarray) -> bool:
+def is_numeric_array(values: np.ndarray) -> bool:
+    """Finite numbers only (a plot axis can be placed at them)."""
     return values.dtype.kind in "iuf" and values.size > 0 and bool(np.all(np.isfinite(values)))
 
 
@@ -78,7 +79,7 @@ def set_grid_axis(ax, which: str, values: np.ndarray, text: str) -> np.ndarray:
     value with the values as tick labels (a list like [0.9, 0.99, 0.995] stays legible)."""
     (ax.set_xlabel if which == "x" else ax.set_ylabel)(text)
     n = len(values)
-    if is_numeric(values) and n > 1 and (is_even(values) or is_geometric(values)):
+    if is_numeric_array(values) and n > 1 and (is_even(values) or is_geometric(values)):
         v = values.astype(float)
         if is_geometric(v):
             (ax.set_xscale if which == "x" else ax.set_yscale)("log")

@@ -16,7 +16,7 @@ from hpc.report.figures import (
     color_norm,
     evenly,
     is_geometric,
-    is_numeric,
+    is_numeric_array,
     pyplot,
     set_grid_axis,
     spans_decades,
@@ -90,7 +90,7 @@ def scalar_figure(sweep: Sweep, out, figures: Figures) -> Figure | None:
         x, xlabel = sweep.coordinate(dim)
         y, bad = take(fixed, values), take(fixed, failed)
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        numeric = is_numeric(x)
+        numeric = is_numeric_array(x)
         xs = x.astype(float) if numeric else np.arange(len(x))
         orderx = np.argsort(xs, kind="stable")
         ax.plot(xs[orderx], y[orderx], marker="o", markersize=3, label=out.name)

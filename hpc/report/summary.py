@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpc.core import timefmt
-from hpc.report.figures import is_numeric
+from hpc.report.figures import is_numeric_array
 from hpc.report.formatting import fmt
 from hpc.report.render import Table
 from hpc.report.sweep_data import Sweep
@@ -81,7 +81,7 @@ def swept_parameters(sweep: Sweep) -> Table:
         for pname, values in a.values.items():
             p = _parameter(sweep.model, pname)
             arr = np.asarray(values)
-            span = (f"{fmt(arr.min())} … {fmt(arr.max())}" if is_numeric(arr) else
+            span = (f"{fmt(arr.min())} … {fmt(arr.max())}" if is_numeric_array(arr) else
                     ", ".join(fmt(v) for v in values[:8]) + (" …" if len(values) > 8 else ""))
             rows.append([a.name, a.kind, pname, p.doc if p else "", p.unit if p else "", len(values), span])
     return Table(["dimension", "kind", "parameter", "meaning", "units", "values", "range"], rows,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hpc.core import timefmt, zarrio
-from hpc.report.figures import Figure, Figures, is_numeric, pyplot, spans_decades
+from hpc.report.figures import Figure, Figures, is_numeric_array, pyplot, spans_decades
 from hpc.report.formatting import fmt, label
 from hpc.report.render import Table
 
@@ -136,7 +136,7 @@ def training_curves(ds, variables: list[str], events: dict[str, list[float]], fi
             x = np.asarray(ds[dim].values) if dim in ds.coords else np.arange(var.sizes[dim])
             y = np.asarray(var.values, float)
             values.append(y)
-            if np.isfinite(y).any() and is_numeric(x):
+            if np.isfinite(y).any() and is_numeric_array(x):
                 xmax = max(xmax or -np.inf, float(x[np.isfinite(y)].max()))
             ax.plot(x, y, marker="o" if len(y) <= 30 else None, markersize=3, label=v)
         if spans_decades(np.concatenate(values)):
