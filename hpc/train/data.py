@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc.core import paths
+from hpc.core import paths, zarrio
 from hpc.train.spec import TrainSpec
 
 FEISTEL_ROUNDS = 4
@@ -92,23 +92,46 @@ def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def sweep_dataset(spec: TrainSpec, root=None) -> Dataset:
     """Rows of (inputs, target) from the sweep's store, split by parameter point."""
-    import xarray as xr
-
     sweep = spec.data.sweep
     path = paths.store_path(sweep.name, root)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path}: the sweep's store is missing; run the sweep first")
-    ds = xr.open_zarr(path, consolidated=False)
-    target = ds[spec.data.target]
+    ds = zarrio.open_dataset(path)
     sweep_dims = list(sweep.dims)
-    model_dims = [d for d in target.dims if d not in sweep_dims]
-    row_dims = [d for d in model_dims if d in spec.data.inputs]
-    out_dims = [d for d in model_dims if d not in spec.data.inputs]
-    target = target.transpose(*sweep_dims, *row_dims, *out_dims)
+    model_dims = [d for d in ds[spec.data.target].dims if d not in sweep_dims]
+    row_dims = [d for d in model_dims if d in spec.data.inputs]  # a point's rows: one per value of these
+    out_dims = [d for d in model_dims if d not in spec.data.inputs]  # the network's outputs
+    target = ds[spec.data.target].transpose(*sweep_dims, *row_dims, *out_dims)
     n_points = math.prod(sweep.shape)
     rows_per_point = math.prod(ds.sizes[d] for d in row_dims)
     y = np.asarray(target.values, dtype=np.float64).reshape(n_points, rows_per_point, -1)
+    valid = _usable_points(ds, y, sweep.name)
+    per_point = _swept_values(ds, sweep)
+    row_grids = np.meshgrid(*[np.arange(ds.sizes[d]) for d in row_dims], indexing="ij")
+    per_row = {d: np.asarray(ds[d].values, dtype=np.float64)[g.reshape(-1)] for d, g in zip(row_dims, row_grids)}
 
+    def rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The points' rows: (inputs, targets), a point's rows one after the other."""
+        cols = [np.repeat(per_point[name][points], rows_per_point) if name in per_point
+                else np.tile(per_row[name], len(points)) for name in spec.data.inputs]
+        return np.stack(cols, axis=1), y[points].reshape(len(points) * rows_per_point, -1)
+
+    train_idx, held_idx = _split(len(valid), spec.data.holdout, spec.seed)
+    train_points, held_points = valid[train_idx], valid[held_idx]
+    return _standardized(
+        *rows(train_points), *rows(held_points),
+        inputs=list(spec.data.inputs),
+        output_dims={d: [_plain(v) for v in ds[d].values] for d in out_dims},
+        units=str(target.attrs.get("units", "")),
+        points={"train": int(len(train_points)), "heldout": int(len(held_points)),
+                "dropped": int(n_points - len(valid))},
+        heldout_params={p: v[held_points] for p, v in per_point.items()},
+    )
+
+
+def _usable_points(ds, y: np.ndarray, name: str) -> np.ndarray:
+    """Flat indices of the points committed, finite and converged, with finite targets (at least 2)."""
+    n_points = len(y)
     ok = np.asarray(ds["point_done"].values).reshape(n_points).astype(bool)
     ok &= np.asarray(ds["finite"].values).reshape(n_points).astype(bool)
     if "converged" in ds:
@@ -116,30 +139,23 @@ def sweep_dataset(spec: TrainSpec, root=None) -> Dataset:
     ok &= np.isfinite(y).reshape(n_points, -1).all(axis=1)
     valid = np.flatnonzero(ok)
     if len(valid) < 2:
-        raise RuntimeError(f"{sweep.name}: {len(valid)} usable points (finite and converged); need at least 2")
+        raise RuntimeError(f"{name}: {len(valid)} usable points (finite and converged); need at least 2")
+    return valid
 
-    # Every swept parameter's value at every point, in the store's (C) order of the sweep dims.
-    grids = np.meshgrid(*[np.arange(len(ds[d])) for d in sweep_dims], indexing="ij")
+
+def _swept_values(ds, sweep) -> dict[str, np.ndarray]:
+    """Every swept parameter's value at every point, in the store's (C) order of the sweep dims."""
+    grids = np.meshgrid(*[np.arange(len(ds[d])) for d in sweep.dims], indexing="ij")
     per_point: dict[str, np.ndarray] = {}
     for axis, grid in zip(sweep.axes, grids):
         for pname in axis.parameters:
             per_point[pname] = np.asarray(ds[pname].values, dtype=np.float64)[grid.reshape(-1)]
-    row_grids = np.meshgrid(*[np.arange(ds.sizes[d]) for d in row_dims], indexing="ij")
-    per_row = {d: np.asarray(ds[d].values, dtype=np.float64)[g.reshape(-1)] for d, g in zip(row_dims, row_grids)}
+    return per_point
 
-    def rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cols = []
-        for name in spec.data.inputs:
-            if name in per_point:
-                cols.append(np.repeat(per_point[name][points], rows_per_point))
-            else:
-                cols.append(np.tile(per_row[name], len(points)))
-        return np.stack(cols, axis=1), y[points].reshape(len(points) * rows_per_point, -1)
 
-    train_idx, held_idx = _split(len(valid), spec.data.holdout, spec.seed)
-    train_points, held_points = valid[train_idx], valid[held_idx]
-    x_train, y_train = rows(train_points)
-    x_held, y_held = rows(held_points)
+def _standardized(x_train, y_train, x_held, y_held, **described) -> Dataset:
+    """The Dataset of these rows: inputs and training targets standardized with the training rows'
+    mean and standard deviation, held-out targets kept in model units."""
     x_mean, x_std = _standardize(x_train)
     y_mean, y_std = _standardize(y_train)
     return Dataset(
@@ -148,12 +164,7 @@ def sweep_dataset(spec: TrainSpec, root=None) -> Dataset:
         x_heldout=((x_held - x_mean) / x_std).astype(np.float32),
         y_heldout=y_held.astype(np.float32),
         x_mean=x_mean, x_std=x_std, y_mean=y_mean, y_std=y_std,
-        inputs=list(spec.data.inputs),
-        output_dims={d: [_plain(v) for v in ds[d].values] for d in out_dims},
-        units=str(target.attrs.get("units", "")),
-        points={"train": int(len(train_points)), "heldout": int(len(held_points)),
-                "dropped": int(n_points - len(valid))},
-        heldout_params={p: v[held_points] for p, v in per_point.items()},
+        **described,
     )
 
 
@@ -183,14 +194,8 @@ def synthetic_dataset(syn: dict, holdout: float, seed: int) -> Dataset:
     if syn["noise"]:
         y += rng.normal(0, syn["noise"], y.shape).astype(np.float32)
     train_idx, held_idx = _split(n, holdout, seed)
-    x_mean, x_std = _standardize(x[train_idx])
-    y_mean, y_std = _standardize(y[train_idx])
-    return Dataset(
-        x_train=((x[train_idx] - x_mean) / x_std).astype(np.float32),
-        y_train=((y[train_idx] - y_mean) / y_std).astype(np.float32),
-        x_heldout=((x[held_idx] - x_mean) / x_std).astype(np.float32),
-        y_heldout=y[held_idx],
-        x_mean=x_mean, x_std=x_std, y_mean=y_mean, y_std=y_std,
+    return _standardized(
+        x[train_idx], y[train_idx], x[held_idx], y[held_idx],
         inputs=[f"x{i}" for i in range(features)],
         points={"train": int(len(train_idx)), "heldout": int(len(held_idx)), "dropped": 0},
         heldout_params={"x": x[held_idx]},
