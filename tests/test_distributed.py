@@ -74,6 +74,24 @@ def test_dask_backend_on_a_local_cluster_is_bitwise_one_process(tmp_path, refere
     assert len(list((plan.parent / "shards").glob("*.json"))) == 3
 
 
+
+def test_a_process_with_no_points_of_a_static_group_takes_its_steps_padded(tmp_path):
+    # Each value of the static parameter a is owned by one of the two processes: each takes the
+    # other group's steps too (lockstep), padded with that group's first point, and writes nothing.
+    spec = dict(SMALL_MCCALL, name="groups", batch_size=2, shards=1, sweep={"a": [150.0, 200.0], "c": [15.0, 20.0, 25.0]})
+    stores = {}
+    for flags in ([], ["--tasks", "2"]):
+        workdir = tmp_path / f"tasks-{len(flags)}"
+        workdir.mkdir()
+        plan = planned(workdir, spec)
+        run_hpc("run-shard", plan, 0, *flags, cwd=workdir)
+        marker = json.loads((plan.parent / "shards" / "shard-0000.json").read_text())
+        stores[len(flags)] = read_store(plan), [p["computed"] for p in marker["per_process"]]
+    (one, computed_one), (two, computed_two) = stores[0], stores[2]
+    assert computed_one == [6] and computed_two == [3, 3]
+    for var in VARS:
+        np.testing.assert_array_equal(two[var], one[var], err_msg=var)
+
 @pytest.mark.fault('one rank of a 2-process shard killed', expect='job fails within seconds naming rank and host; no marker')
 def test_a_killed_rank_fails_the_job_quickly_and_names_it(tmp_path):
     # Slow points (synthetic model: 2e8 logistic steps each) so the ranks are caught mid-solve.
