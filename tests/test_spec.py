@@ -216,7 +216,15 @@ def test_the_digest_of_a_spec_is_unchanged():
     assert load_spec(REPO / "workflow" / "sweeps" / "default.yaml").digest() == DEFAULT_DIGEST
 
 
-def test_store_variables_are_the_stores():
+def test_store_variables_are_what_a_store_holds_beside_outputs_and_coordinates(tmp_path):
+    import zarr
+
+    from hpc.models import get_model
     from hpc.sweep import store
 
-    assert set(store.STATUS_VARS) == set(STORE_VARIABLES)
+    spec = parse_spec({"name": "vars", "model": "mccall", "params": {"n_wages": 5}, "sweep": {"c": [10.0, 20.0]}})
+    store.plan_sweep(spec, tmp_path / "vars" / "plan.json")
+    group = zarr.open_group(str(tmp_path / "vars" / "sweep.zarr"), mode="r")
+    model = get_model("mccall")
+    beside = {name for name, _ in group.arrays()} - {o.name for o in model.outputs} - {"c", "wage"}
+    assert beside == set(STORE_VARIABLES)

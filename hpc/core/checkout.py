@@ -1,20 +1,21 @@
-"""Whether the hpc package this process runs is installed, or run from a source checkout.
+"""Whether a fresh Python imports the hpc package this process runs, or needs PYTHONPATH for it.
 
 Jobs that Snakemake or dask start are fresh Python processes. Where the package is installed
 (``pip install .`` or ``pip install -e .``) they import it as any Python would; where it is run
-from a checkout that is not installed (the Snakefile puts its folder on ``sys.path``), they need
-``PYTHONPATH`` pointing at that folder, and only then.
+from a checkout that is not installed (the Snakefile puts its folder on ``sys.path``), or where
+another copy of hpc would come first, they need ``PYTHONPATH`` pointing at this package's
+folder, and only then.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
+import os
+import subprocess
+import sys
+from functools import lru_cache
 from pathlib import Path
 
 import hpc
-
-DISTRIBUTION = "hpc-sweeps"
 
 
 def package_root() -> Path:
@@ -22,23 +23,29 @@ def package_root() -> Path:
     return Path(hpc.__file__).resolve().parent.parent
 
 
-def is_installed_here() -> bool:
-    """True when a fresh Python imports this very ``hpc`` without any PYTHONPATH."""
+@lru_cache(maxsize=None)
+def _fresh_import(python: str, pythonpath: str) -> str | None:
+    """Where a fresh ``python`` with this PYTHONPATH finds ``hpc`` (from a neutral folder)."""
+    env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else {k: v for k, v in os.environ.items()
+                                                                        if k != "PYTHONPATH"}
     try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    if Path(dist.locate_file("hpc/__init__.py")).resolve() == Path(hpc.__file__).resolve():
-        return True  # a regular install, and this process runs it
-    direct = dist.read_text("direct_url.json")
-    if not direct:
-        return False
-    info = json.loads(direct)
-    editable = info.get("dir_info", {}).get("editable", False)
-    url = info.get("url", "")
-    return editable and url.startswith("file://") and Path(url[len("file://"):]).resolve() == package_root()
+        res = subprocess.run([python, "-c", "import hpc; print(hpc.__file__)"], cwd="/", env=env,
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def is_installed_here() -> bool:
+    """True when a fresh Python (this interpreter, this environment) imports this very ``hpc``."""
+    found = _fresh_import(sys.executable, os.environ.get("PYTHONPATH", ""))
+    return found is not None and Path(found).resolve() == Path(hpc.__file__).resolve()
 
 
 def pythonpath_env() -> dict[str, str]:
-    """What a job's environment needs so that it imports this ``hpc``: nothing, or PYTHONPATH."""
-    return {} if is_installed_here() else {"PYTHONPATH": str(package_root())}
+    """What a job's environment needs so that it imports this ``hpc``: nothing, or PYTHONPATH with
+    this package's folder first (and the user's own entries after it)."""
+    if is_installed_here():
+        return {}
+    rest = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(package_root()) + (os.pathsep + rest if rest else "")}

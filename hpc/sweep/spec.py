@@ -21,7 +21,7 @@ from hpc.models.base import Model, Parameter
 
 MAX_POINTS = 10_000_000  # beyond this a sweep is refused: split it into several specs
 SAMPLE_DIM = "sample"
-# Variables every store holds beside the model's outputs (hpc.sweep.store.STATUS_VARS).
+# Variables every store holds beside the model's outputs.
 STORE_VARIABLES = ("point_done", "finite", "failed", "shard_index")
 
 DIMENSION_FORMS = (

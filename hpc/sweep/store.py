@@ -10,7 +10,6 @@ grid point;
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.metadata
 import json
 import os
@@ -26,11 +25,13 @@ import zarr
 from hpc.core import checkout, paths, zarrio
 from hpc.core.errors import SpecError
 from hpc.core.files import write_atomic
+from hpc.core.timefmt import now_iso
 from hpc.models import get_model
 from hpc.models.base import Model
 from hpc.sweep.plan import Plan, make_plan
+from hpc.sweep.spec import STORE_VARIABLES
 
-STATUS_VARS = ("point_done", "finite", "failed", "shard_index")
+STATUS_VARS = STORE_VARIABLES  # beside the model's outputs
 PACKAGES = ("hpc-sweeps", "jax", "jaxlib", "numpy", "zarr", "xarray", "snakemake", "snakemake-executor-plugin-slurm")
 
 
@@ -43,7 +44,11 @@ def output_dtype(kind: str, precision: str) -> np.dtype:
 
 
 def git_commit() -> str:
+    """The commit of the checkout the package runs from ("unknown" for an installed package, which
+    may sit in a virtualenv inside somebody else's repository)."""
     here = checkout.package_root()
+    if not (here / ".git").exists() or not (here / "hpc" / "__init__.py").exists():
+        return "unknown"
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
@@ -73,7 +78,7 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     so a half-created store is never found there.
     """
     path = paths.store_path(plan.name, root)
-    if _refuse_other_digest(path, plan.digest):
+    if zarrio.refuse_other_digest(path, plan.digest, "sweep"):
         return "kept"
     model = get_model(plan.model)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -117,10 +122,6 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
 def check_not_another_spec(spec, root: Path | None = None) -> None:
     """Refuse early (before any job) a spec whose name holds a store made from another spec."""
     zarrio.refuse_other_digest(paths.store_path(spec.name, root), spec.digest(), "sweep")
-
-
-def _refuse_other_digest(path: Path, digest: str) -> bool:
-    return zarrio.refuse_other_digest(path, digest, "sweep")
 
 
 def _build_store(path: Path, plan: Plan, model: Model) -> None:
@@ -174,10 +175,6 @@ def _point_arrays(group: zarr.Group, plan: Plan, model: Model, model_coords: dic
                             attrs={"long_name": doc, **coord_attr})
     zarrio.create_array(group, "shard_index", plan.shard_of_points(), dims=plan.dims,
                         attrs={"long_name": "shard that computes the point", **coord_attr})
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def open_arrays(name: str, root: Path | None = None, mode: str = "r+") -> zarr.Group:

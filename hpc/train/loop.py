@@ -38,8 +38,8 @@ import numpy as np
 
 from hpc.core import paths
 from hpc.core.files import write_atomic
+from hpc.core.timefmt import now_iso
 from hpc.execution import compile_cache, distributed
-from hpc.sweep import store
 from hpc.train import checkpoint as ckpt_lib
 from hpc.train import metrics
 from hpc.train.data import Dataset, batch_origin, load_dataset, permute
@@ -447,7 +447,7 @@ class TrainingRun:
                      "data": self.dataset.describe(), "network": spec.network, "layout": self.layout}
         self.pending: dict[str, list] = {"loss": [], "step_time": []}  # rows of steps not yet in train.zarr
         self.flushed_to = self.t  # steps whose rows are in train.zarr
-        self.segment = {"first_step": self.t + 1, "start": store.now_iso(), "hosts": sorted({distributed.node_name()}),
+        self.segment = {"first_step": self.t + 1, "start": now_iso(), "hosts": sorted({distributed.node_name()}),
                         "restored_from": self.restored_from, "compile_s": round(compile_s, 3), **self.layout}
         self.stopping = False
         self.train_s = 0.0
@@ -495,7 +495,7 @@ class TrainingRun:
         while self.t < self.spec.steps and not self.stopping:
             self._run_block(block_end(self.t, self.spec), stop.requested)
         self.checkpoints.wait()
-        self.segment.update({"last_step": self.t, "end": store.now_iso(), "train_s": round(self.train_s, 3),
+        self.segment.update({"last_step": self.t, "end": now_iso(), "train_s": round(self.train_s, 3),
                              "reason": "stopped (SIGTERM)" if self.stopping else "completed"})
         parts = distributed.gather(self.launch, {"host": distributed.node_name()})
         self.segment["hosts"] = sorted({p["host"] for p in parts})
@@ -600,7 +600,7 @@ class TrainingRun:
         """train.zarr's attributes once finished: the last segment, the summary, the report's headline."""
         group, dataset = self.group, self.dataset
         group.attrs.update({
-            "segments": [*group.attrs.get("segments", []), self.segment], "completed": store.now_iso(), "final": summary,
+            "segments": [*group.attrs.get("segments", []), self.segment], "completed": now_iso(), "final": summary,
             # The report's headline: the surrogate's error off the training points, and its cost.
             "target": self.spec.data.target or "synthetic function", "target_units": dataset.units,
             "heldout_points": dataset.points["heldout"],

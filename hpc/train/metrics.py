@@ -25,6 +25,7 @@ import numpy as np
 import zarr
 
 from hpc.core import paths, zarrio
+from hpc.core.timefmt import now_iso
 from hpc.sweep import store
 
 STEP_VARS = {
@@ -81,7 +82,7 @@ def open_or_create(path: Path, spec, units: str, attrs: dict) -> zarr.Group:
         "spec_text": spec.text,
         "git_commit": store.git_commit(),
         "versions": _versions(),
-        "created": store.now_iso(),
+        "created": now_iso(),
         "segments": [],
         **attrs,
     })
