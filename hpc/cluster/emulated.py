@@ -21,11 +21,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from hpc.cluster import accounting, limits
+from hpc.cluster.processes import (
+    ClusterError,
+    _binary,
+    _client_env,
+    _daemon_env,
+    _daemon_pid,
+    _run_daemon,
+    _stop_pid,
+    _which,
+)
 
 DEFAULT_STATE_DIR = Path("/var/tmp/hpc-cluster")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
@@ -36,16 +47,12 @@ HOSTS_BEGIN = "# BEGIN hpc-cluster (hpc.cluster; removed by `hpc cluster down`)"
 HOSTS_END = "# END hpc-cluster"
 CTLD_PORT = 6817
 SLURMD_BASE_PORT = 17001
-APT_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
-NEEDED_BINARIES = ["slurmctld", "slurmd", "sinfo", "sbatch", "srun", "squeue", "scontrol", "munged"]
+APT_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", *accounting.APT_PACKAGES]
+NEEDED_BINARIES = ["slurmctld", "slurmd", "sinfo", "sbatch", "srun", "squeue", "scontrol", "munged",
+                   *accounting.NEEDED_BINARIES]
+CLUSTER_NAME = "hpcemu"
 # sinfo %t states of a registered, responsive, schedulable node ("idle*" = not responding).
 READY_STATES = {"idle", "mix", "alloc", "comp"}
-SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class ClusterError(RuntimeError):
-    """The emulated cluster could not be started/stopped; the message is one line
-    (plus, for start-up timeouts, the tails of the daemon logs)."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -96,33 +103,6 @@ def node_names(nodes: int) -> list[str]:
     return [f"n{i}" for i in range(1, nodes + 1)]
 
 
-def _which(name: str) -> str | None:
-    """Find a binary also in the sbin dirs that a non-login PATH often lacks."""
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
-
-
-def _binary(name: str) -> str:
-    """Absolute path of a needed binary, or a one-line error."""
-    path = _which(name)
-    if path is None:
-        raise ClusterError(f"{name} not found (install: apt-get install -y {' '.join(APT_PACKAGES)})")
-    return path
-
-
-def _daemon_env() -> dict[str, str]:
-    """A minimal environment for the daemons, so that the caller's variables (a venv,
-    JAX_PLATFORMS, SLURM_*) do not leak into long-lived processes."""
-    return {"PATH": SBIN_PATH, "LANG": "C.UTF-8"}
-
-
-def _client_env() -> dict[str, str]:
-    """Environment for Slurm client calls: the default config path, like users get."""
-    env = dict(os.environ)
-    env.pop("SLURM_CONF", None)
-    env["PATH"] = env.get("PATH", "") + ":" + SBIN_PATH
-    return env
-
-
 # ------------------------------------------------------------------ the slurm.conf
 
 
@@ -134,8 +114,10 @@ def render_slurm_conf(
     ctld_port: int = CTLD_PORT,
     slurmd_base_port: int = SLURMD_BASE_PORT,
     hostname: str | None = None,
+    memory: str = "jobacct",
 ) -> str:
-    """The slurm.conf text for N emulated nodes; every non-default line says why."""
+    """The slurm.conf text for N emulated nodes; every non-default line says why. ``memory`` is
+    how --mem is enforced (hpc.cluster.limits: "cgroup" or "jobacct")."""
     host = hostname or socket.gethostname().split(".")[0]  # slurmctld compares short names
     names = node_names(nodes)
     lay = _layout(state)
@@ -149,7 +131,7 @@ def render_slurm_conf(
         [
             CONF_MARKER + f" for an emulated {nodes}-node cluster; state in {state}.",
             "# Rewritten by `hpc cluster up`; `down` leaves it (harmless without the daemons).",
-            "ClusterName=hpcemu",
+            f"ClusterName={CLUSTER_NAME}",
             f"SlurmctldHost={host}(127.0.0.1)",
             f"SlurmctldPort={ctld_port}",
             f"SlurmdPort={slurmd_base_port}",
@@ -171,11 +153,11 @@ def render_slurm_conf(
             "MailProg=/bin/true",
             "SlurmctldDebug=info",
             "SlurmdDebug=info",
-            # No cgroups in containers/CI: track processes via /proc, no task binding, no accounting.
+            # Processes tracked via /proc (the freezer cgroup is not needed for that); no task
+            # binding; memory limits enforced as hpc.cluster.limits says.
             "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
+            *limits.slurm_conf_lines(memory),
+            *accounting.slurm_conf_lines(lay["munge_socket"]),
             "JobCompType=jobcomp/none",
             "SwitchType=switch/none",
             # Per-core and per-MB scheduling, so --cpus-per-task/--mem are real requests.
@@ -184,9 +166,8 @@ def render_slurm_conf(
             "SchedulerType=sched/backfill",
             # Nodes may claim more CPUs/memory than the machine has (N x 4 CPUs on 2 cores).
             "SlurmdParameters=config_overrides",
-            # No accounting DB: keep finished jobs in squeue for a day (Snakemake polls squeue).
-            "MinJobAge=86400",
-            # ... and let a day of sweep shards fit (default 10000; slurmctld refuses jobs beyond).
+            # MinJobAge is Slurm's default (300 s): finished jobs leave squeue, sacct keeps them.
+            # Let a day of sweep shards fit (default 10000; slurmctld refuses jobs beyond).
             "MaxJobCount=100000",
             # srun --mpi=pmi2 must be asked for explicitly, as on most real sites.
             "MpiDefault=none",
@@ -276,63 +257,11 @@ def remove_hosts_block(hosts: Path = ETC_HOSTS) -> None:
         _write_in_place(hosts, stripped)
 
 
-# ------------------------------------------------------------------------- processes
-
-
-def _read_pid(pid_file: Path) -> int | None:
-    """The pid in a pid file, or None when missing/garbled."""
-    try:
-        return int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _pid_alive(pid: int, binary: str) -> bool:
-    """True when `pid` runs `binary` (guards against pid reuse) and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        _reap(pid)
-        return False
-    return bool(cmdline) and os.path.basename(cmdline[0].decode(errors="replace")) == binary
-
-
-def _reap(pid: int) -> None:
-    """Collect a zombie if it is our child; harmless otherwise."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _daemon_pid(pid_file: Path, binary: str) -> int | None:
-    """Pid of a running daemon we started (via its pid file), else None."""
-    pid = _read_pid(pid_file)
-    return pid if pid is not None and _pid_alive(pid, binary) else None
-
-
-def _stop_pid(pid: int, binary: str, timeout: float = 10.0) -> None:
-    """SIGTERM, wait, then SIGKILL: daemons get a chance to save state."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid, binary):
-                return
-            time.sleep(0.1)
-
-
 def _daemons(state: Path, names: list[str]) -> list[tuple[str, Path, str]]:
-    """(label, pid file, binary name) of every daemon of a cluster with these nodes."""
+    """(label, pid file, binary name) of every daemon of a cluster with these nodes, in start order."""
     lay = _layout(state)
     return (
-        [("munged", lay["munge_pid"], "munged"), ("slurmctld", lay["ctld_pid"], "slurmctld")]
+        [("munged", lay["munge_pid"], "munged"), *accounting.daemons(state), ("slurmctld", lay["ctld_pid"], "slurmctld")]
         + [(f"slurmd {n}", _slurmd_pid(state, n), "slurmd") for n in names]
     )
 
@@ -405,7 +334,7 @@ def _check_ports(ports: dict[str, int]) -> None:
 
 def _ports(nodes: int, ctld_port: int, slurmd_base_port: int) -> dict[str, int]:
     """Every TCP port the cluster listens on, labelled for error messages."""
-    ports = {"slurmctld": ctld_port}
+    ports = {"slurmctld": ctld_port, "slurmdbd": accounting.DBD_PORT, "mariadbd": accounting.DB_PORT}
     ports.update({f"slurmd {n}": slurmd_base_port + i for i, n in enumerate(node_names(nodes))})
     return ports
 
@@ -437,13 +366,6 @@ def _ensure_munge_key() -> None:
                          user="munge", group="munge", capture_output=True, text=True)
     if res.returncode != 0:
         raise ClusterError(f"mungekey --create failed: {res.stderr.strip()}")
-
-
-def _run_daemon(cmd: list[str], label: str, **kwargs) -> None:
-    """Run a self-daemonizing program; its parent exits at once, errors come on stderr."""
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kwargs)
-    if res.returncode != 0:
-        raise ClusterError(f"{label} failed to start: {(res.stderr or res.stdout).strip()}")
 
 
 def _start_munged(state: Path) -> None:
@@ -538,7 +460,8 @@ def _check_daemons_alive(state: Path, names: list[str]) -> None:
 def _log_tails(state: Path, names: list[str], lines: int = 15) -> str:
     """Last lines of every daemon log: what a user needs to see why start-up failed."""
     lay = _layout(state)
-    logs = [lay["munge_log"], lay["ctld_log"]] + [_slurmd_log(state, n) for n in names]
+    acct = accounting.layout(state)
+    logs = [lay["munge_log"], acct["db_log"], acct["dbd_log"], lay["ctld_log"]] + [_slurmd_log(state, n) for n in names]
     out = []
     for log in logs:
         try:
@@ -589,7 +512,9 @@ def cluster_up(
     state = state_dir_path(state_dir)
     names = node_names(nodes)
     wanted = _settings(nodes, cpus_per_node, mem_mb_per_node, ctld_port, slurmd_base_port)
-    text = render_slurm_conf(state, nodes, cpus_per_node, mem_mb_per_node, ctld_port, slurmd_base_port)
+    memory = limits.memory_enforcement()
+    text = render_slurm_conf(state, nodes, cpus_per_node, mem_mb_per_node, ctld_port, slurmd_base_port,
+                             memory=memory)
     conf_current = SLURM_CONF.exists() and SLURM_CONF.read_text() == text
     running = _read_state(state).get("settings") == wanted and _all_running(state, names)
     if running and conf_current:
@@ -602,12 +527,17 @@ def cluster_up(
     _ensure_munge_key()
     _prepare_dirs(state, names)
     write_slurm_conf(text, SLURM_CONF, force=force)
+    if memory == "cgroup":
+        limits.write_cgroup_conf(SLURM_CONF.parent / "cgroup.conf")
     (state / "slurm.conf").write_text(text)  # a copy next to the logs, for bug reports
     add_hosts_block(nodes)
     _layout(state)["state_json"].write_text(
-        json.dumps({"settings": wanted, "nodes": nodes, "conf": str(SLURM_CONF)}, indent=1)
+        json.dumps({"settings": wanted, "nodes": nodes, "conf": str(SLURM_CONF), "memory": memory}, indent=1)
     )
     _start_munged(state)
+    accounting.start_database(state)
+    accounting.start_slurmdbd(state)
+    accounting.register(CLUSTER_NAME, sorted({"root", os.environ.get("SUDO_USER") or "root"}))
     _start_slurm(state, names, SLURM_CONF)
     _wait_idle(state, names, timeout)
     return dict(cluster_status(state), already_up=False, seconds=time.monotonic() - t0)
@@ -644,12 +574,12 @@ def _cancel_jobs() -> None:
 
 
 def _stop_daemons(state: Path) -> list[str]:
-    """Stop exactly the daemons our pid files name: slurmds first (they report to
-    slurmctld), munged last (everyone authenticates through it). Returns their labels."""
+    """Stop exactly the daemons our pid files name, in the reverse of their start order: slurmds
+    first (they report to slurmctld), then slurmctld, slurmdbd, MariaDB, and munged last
+    (everyone authenticates through it). Returns their labels."""
     names = _known_node_names(state)
-    daemons = _daemons(state, names)
     stopped = []
-    for label, pid_file, binary in daemons[2:] + [daemons[1], daemons[0]]:
+    for label, pid_file, binary in reversed(_daemons(state, names)):
         pid = _daemon_pid(pid_file, binary)
         if pid:
             _stop_pid(pid, binary)
@@ -697,6 +627,7 @@ def cluster_status(state_dir: Path | str | None = None) -> dict:
         "conf": str(SLURM_CONF),
         "conf_ours": SLURM_CONF.exists() and _conf_is_ours(SLURM_CONF),
         "settings": info.get("settings", {}),
+        "memory": info.get("memory"),
         "daemons": daemons,
         "nodes": nodes,
         "up": bool(names) and all(d["running"] for d in daemons.values())
@@ -716,6 +647,9 @@ def format_status(status: dict) -> str:
             f"{settings['mem_mb_per_node']} MB; slurmctld port {settings['ctld_port']}, "
             f"slurmd ports {settings['slurmd_base_port']}+"
         )
+    if status.get("memory"):
+        how = {"cgroup": "cgroup task plugin (OUT_OF_MEMORY)", "jobacct": "accounting gatherer (OverMemoryKill)"}
+        lines.append(f"  accounting: slurmdbd + MariaDB (sacct); --mem enforced by {how[status['memory']]}")
     for label, d in status.get("daemons", {}).items():
         lines.append(f"  {label:<12} " + (f"running (pid {d['pid']})" if d["running"] else "stopped"))
     for node, st in sorted(status.get("nodes", {}).items(), key=lambda kv: (len(kv[0]), kv[0])):
