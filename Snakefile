@@ -23,8 +23,12 @@ sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, insta
 from hpc.core import checkout, paths
 from hpc.core.errors import SpecError
 from hpc.core.specfile import check_spec_path
+from hpc.execution import slurm_plugin
 from hpc.sweep import store
 from hpc.sweep.spec import load_spec
+
+# sacct's "CANCELLED by <uid>" must read as CANCELLED to the Slurm executor (hpc.execution.slurm_plugin).
+slurm_plugin.install()
 
 TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
 if TRAIN_FILE:

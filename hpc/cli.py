@@ -192,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"hpc {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from hpc.cluster.processes import ClusterError
+
+        if not isinstance(exc, ClusterError):
+            raise  # a bug: the traceback says where
+        print(f"hpc {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
