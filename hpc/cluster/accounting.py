@@ -69,6 +69,9 @@ def slurm_conf_lines(munge_socket: Path, dbd_port: int = DBD_PORT) -> list[str]:
         f"AccountingStoragePort={dbd_port}",
         # Connections to slurmdbd authenticate through this munged socket (AuthInfo is not used).
         f"AccountingStoragePass={munge_socket}",
+        # The job's --comment (Snakemake's plugin writes rule_<rule>_wildcards_<values> there) is
+        # kept in the database, so a finished shard job is found by its comment.
+        "AccountingStoreFlags=job_comment",
         # Jobs need an association (user, account) as on a production site; limits are enforced.
         "AccountingStorageEnforce=associations,limits",
         # Per-task usage (MaxRSS, TotalCPU) sampled every 2 s; --mem: hpc.cluster.limits.
