@@ -16,9 +16,9 @@ IS_ROOT = os.geteuid() == 0
 
 
 def _have_slurm() -> bool:
-    from hpc.cluster import emulated as cluster
+    from hpc.cluster.processes import which
 
-    return all(cluster._which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged"))
+    return all(which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged", "slurmdbd", "mariadbd"))
 
 
 HAVE_SLURM = _have_slurm()

@@ -113,7 +113,7 @@ def test_conf_declares_the_requested_nodes_and_keeps_its_files_in_the_state_dir(
         assert Path(value).is_relative_to(state), (key, value)
 
 
-@pytest.mark.skipif(not cluster._which("slurmd"), reason="slurmd not installed")
+@pytest.mark.skipif(not cluster.which("slurmd"), reason="slurmd not installed")
 def test_slurmd_reads_the_rendered_conf_as_the_requested_nodes(tmp_path):
     """slurmd itself parses the file (``-G``: read the configuration, print the node's GRES and
     exit; no daemon starts): it accepts it for each declared node and no other, and reads the
@@ -126,7 +126,7 @@ def test_slurmd_reads_the_rendered_conf_as_the_requested_nodes(tmp_path):
     conf.write_text(cluster.render_slurm_conf(state, 2, cpus, 1000, hostname="box"))
 
     def slurmd(node: str, path: Path = conf) -> subprocess.CompletedProcess:
-        return subprocess.run([cluster._which("slurmd"), "-G", "-f", str(path), "-N", node],
+        return subprocess.run([cluster.which("slurmd"), "-G", "-f", str(path), "-N", node],
                               capture_output=True, text=True, timeout=30)
 
     for node in ("n1", "n2"):

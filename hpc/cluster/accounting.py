@@ -22,12 +22,12 @@ from pathlib import Path
 
 from hpc.cluster.processes import (
     ClusterError,
-    _binary,
-    _client_env,
-    _daemon_env,
-    _daemon_pid,
-    _run_daemon,
-    _stop_pid,
+    binary_path,
+    client_env,
+    daemon_env,
+    daemon_pid,
+    run_daemon,
+    stop_pid,
 )
 
 DB_PORT = 13306
@@ -115,7 +115,7 @@ def _password(state: Path) -> str:
 
 
 def _sql(state: Path, statement: str) -> None:
-    res = subprocess.run([_binary("mariadb"), "--no-defaults", "-S", str(layout(state)["db_socket"]), "-u", "root",
+    res = subprocess.run([binary_path("mariadb"), "--no-defaults", "-S", str(layout(state)["db_socket"]), "-u", "root",
                           "-e", statement], capture_output=True, text=True, timeout=60)
     if res.returncode != 0:
         raise ClusterError(f"mariadb: {res.stderr.strip()}")
@@ -127,24 +127,24 @@ def start_database(state: Path, db_port: int = DB_PORT, timeout: float = 60) -> 
     lay["db"].mkdir(parents=True, exist_ok=True)
     lay["db"].chmod(0o700)
     if not (lay["db_data"] / "mysql").is_dir():
-        res = subprocess.run([_binary("mariadb-install-db"), "--no-defaults", "--user=root",
+        res = subprocess.run([binary_path("mariadb-install-db"), "--no-defaults", "--user=root",
                               f"--datadir={lay['db_data']}", "--auth-root-authentication-method=socket",
                               "--skip-test-db"], capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             raise ClusterError(f"mariadb-install-db failed: {(res.stderr or res.stdout).strip()[-500:]}")
-    if not _daemon_pid(lay["db_pid"], "mariadbd"):
+    if not daemon_pid(lay["db_pid"], "mariadbd"):
         lay["db_socket"].unlink(missing_ok=True)
         with open(lay["db_log"], "ab") as log:
             # mariadbd stays in the foreground: a session of its own, so it outlives this process.
-            subprocess.Popen([_binary("mariadbd"), "--no-defaults", "--user=root", f"--datadir={lay['db_data']}",
+            subprocess.Popen([binary_path("mariadbd"), "--no-defaults", "--user=root", f"--datadir={lay['db_data']}",
                               f"--socket={lay['db_socket']}", f"--port={db_port}", "--bind-address=127.0.0.1",
                               f"--pid-file={lay['db_pid']}", "--innodb-buffer-pool-size=64M",
                               # slurmdbd's schema needs these (its start-up log says so otherwise).
                               "--innodb-lock-wait-timeout=900", "--max-allowed-packet=64M"],
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                             env=_daemon_env())
+                             env=daemon_env())
         deadline = time.monotonic() + timeout
-        while not (lay["db_socket"].exists() and _daemon_pid(lay["db_pid"], "mariadbd")):
+        while not (lay["db_socket"].exists() and daemon_pid(lay["db_pid"], "mariadbd")):
             if time.monotonic() > deadline:
                 raise ClusterError(f"mariadbd did not start within {timeout:.0f} s; see {lay['db_log']}")
             time.sleep(0.2)
@@ -164,8 +164,8 @@ def start_slurmdbd(state: Path, dbd_port: int = DBD_PORT, db_port: int = DB_PORT
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.chmod(SLURMDBD_CONF, 0o600)
-    if not _daemon_pid(lay["dbd_pid"], "slurmdbd"):
-        _run_daemon([_binary("slurmdbd")], "slurmdbd", env=_daemon_env())
+    if not daemon_pid(lay["dbd_pid"], "slurmdbd"):
+        run_daemon([binary_path("slurmdbd")], "slurmdbd", env=daemon_env())
     deadline = time.monotonic() + timeout
     while True:
         res = sacctmgr("-n", "-P", "list", "cluster", "format=cluster", check=False)
@@ -178,7 +178,7 @@ def start_slurmdbd(state: Path, dbd_port: int = DBD_PORT, db_port: int = DB_PORT
 
 
 def sacctmgr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run([_binary("sacctmgr"), *args], capture_output=True, text=True, timeout=60, env=_client_env())
+    res = subprocess.run([binary_path("sacctmgr"), *args], capture_output=True, text=True, timeout=60, env=client_env())
     if check and res.returncode != 0:
         raise ClusterError(f"sacctmgr {' '.join(args)}: {(res.stderr or res.stdout).strip()}")
     return res
@@ -204,9 +204,9 @@ def stop(state: Path) -> list[str]:
     """Stop slurmdbd, then MariaDB; returns what was stopped."""
     stopped = []
     for label, pid_file, binary in reversed(daemons(state)):
-        pid = _daemon_pid(pid_file, binary)
+        pid = daemon_pid(pid_file, binary)
         if pid:
-            _stop_pid(pid, binary, timeout=30)
+            stop_pid(pid, binary, timeout=30)
             stopped.append(label)
         pid_file.unlink(missing_ok=True)
     return stopped

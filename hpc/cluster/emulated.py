@@ -29,13 +29,13 @@ from pathlib import Path
 from hpc.cluster import accounting, limits
 from hpc.cluster.processes import (
     ClusterError,
-    _binary,
-    _client_env,
-    _daemon_env,
-    _daemon_pid,
-    _run_daemon,
-    _stop_pid,
-    _which,
+    binary_path,
+    client_env,
+    daemon_env,
+    daemon_pid,
+    run_daemon,
+    stop_pid,
+    which,
 )
 
 DEFAULT_STATE_DIR = Path("/var/tmp/hpc-cluster")
@@ -295,17 +295,17 @@ def _require_root() -> None:
 
 def ensure_installed() -> list[str]:
     """apt-get install the Slurm/munge packages when a binary is missing; returns what was installed."""
-    missing = [b for b in NEEDED_BINARIES if _which(b) is None]
+    missing = [b for b in NEEDED_BINARIES if which(b) is None]
     if not missing:
         return []
-    if _which("apt-get") is None:
+    if which("apt-get") is None:
         raise ClusterError(f"missing {', '.join(missing)} and no apt-get: install Slurm and munge yourself")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode != 0:
             raise ClusterError(f"{' '.join(cmd)} failed: {res.stderr.strip().splitlines()[-1:]}")
-    still = [b for b in NEEDED_BINARIES if _which(b) is None]
+    still = [b for b in NEEDED_BINARIES if which(b) is None]
     if still:
         raise ClusterError(f"still missing after apt-get install: {', '.join(still)}")
     return APT_PACKAGES
@@ -362,7 +362,7 @@ def _ensure_munge_key() -> None:
     MUNGE_KEY.parent.mkdir(parents=True, exist_ok=True)
     shutil.chown(MUNGE_KEY.parent, user="munge", group="munge")
     MUNGE_KEY.parent.chmod(0o700)
-    res = subprocess.run([_binary("mungekey"), "--create", "--keyfile", str(MUNGE_KEY)],
+    res = subprocess.run([binary_path("mungekey"), "--create", "--keyfile", str(MUNGE_KEY)],
                          user="munge", group="munge", capture_output=True, text=True)
     if res.returncode != 0:
         raise ClusterError(f"mungekey --create failed: {res.stderr.strip()}")
@@ -371,12 +371,12 @@ def _ensure_munge_key() -> None:
 def _start_munged(state: Path) -> None:
     """Our own munged, run as the munge user (it refuses root without --force)."""
     lay = _layout(state)
-    if _daemon_pid(lay["munge_pid"], "munged"):
+    if daemon_pid(lay["munge_pid"], "munged"):
         return
     lay["munge_socket"].unlink(missing_ok=True)
-    _run_daemon(
+    run_daemon(
         [
-            _binary("munged"),
+            binary_path("munged"),
             f"--socket={lay['munge_socket']}",
             f"--pid-file={lay['munge_pid']}",
             f"--log-file={lay['munge_log']}",
@@ -386,26 +386,26 @@ def _start_munged(state: Path) -> None:
         "munged",
         user="munge",
         group="munge",
-        env=_daemon_env(),
+        env=daemon_env(),
     )
 
 
 def _start_slurm(state: Path, names: list[str], conf: Path) -> None:
     """slurmctld, then one `slurmd -N nX` per emulated node (each forks into the background)."""
     lay = _layout(state)
-    if not _daemon_pid(lay["ctld_pid"], "slurmctld"):
-        _run_daemon([_binary("slurmctld"), "-f", str(conf)], "slurmctld", env=_daemon_env())
+    if not daemon_pid(lay["ctld_pid"], "slurmctld"):
+        run_daemon([binary_path("slurmctld"), "-f", str(conf)], "slurmctld", env=daemon_env())
     for n in names:
-        if not _daemon_pid(_slurmd_pid(state, n), "slurmd"):
-            _run_daemon([_binary("slurmd"), "-f", str(conf), "-N", n], f"slurmd {n}", env=_daemon_env())
+        if not daemon_pid(_slurmd_pid(state, n), "slurmd"):
+            run_daemon([binary_path("slurmd"), "-f", str(conf), "-N", n], f"slurmd {n}", env=daemon_env())
 
 
 def _sinfo_nodes() -> dict[str, str] | None:
     """{node: state} from sinfo, None while slurmctld does not answer."""
     try:
         res = subprocess.run(
-            [_binary("sinfo"), "-h", "-N", "-o", "%N %t"],
-            capture_output=True, text=True, timeout=15, env=_client_env(),
+            [binary_path("sinfo"), "-h", "-N", "-o", "%N %t"],
+            capture_output=True, text=True, timeout=15, env=client_env(),
         )
     except subprocess.TimeoutExpired:
         return None
@@ -425,8 +425,8 @@ def _resume_drained(nodes: dict[str, str]) -> None:
     drained = [n for n, s in nodes.items() if _is_drained(s)]
     if drained:
         subprocess.run(
-            [_binary("scontrol"), "update", f"NodeName={','.join(drained)}", "State=RESUME"],
-            capture_output=True, text=True, timeout=15, env=_client_env(),
+            [binary_path("scontrol"), "update", f"NodeName={','.join(drained)}", "State=RESUME"],
+            capture_output=True, text=True, timeout=15, env=client_env(),
         )
 
 
@@ -453,7 +453,7 @@ def _wait_idle(state: Path, names: list[str], timeout: float) -> dict[str, str]:
 def _check_daemons_alive(state: Path, names: list[str]) -> None:
     """Fail fast when a daemon died during start-up instead of waiting for the timeout."""
     for label, pid_file, binary in _daemons(state, names):
-        if pid_file.exists() and not _daemon_pid(pid_file, binary):
+        if pid_file.exists() and not daemon_pid(pid_file, binary):
             raise ClusterError(f"{label} died during start-up; logs:\n" + _log_tails(state, names))
 
 
@@ -485,7 +485,7 @@ def _settings(nodes: int, cpus_per_node: int, mem_mb_per_node: int, ctld_port: i
 
 def _all_running(state: Path, names: list[str]) -> bool:
     """True when munged, slurmctld and every slurmd of `names` run from our pid files."""
-    return all(_daemon_pid(pid_file, binary) for _, pid_file, binary in _daemons(state, names))
+    return all(daemon_pid(pid_file, binary) for _, pid_file, binary in _daemons(state, names))
 
 
 def cluster_up(
@@ -548,23 +548,23 @@ def cluster_up(
 
 def _cancel_jobs() -> None:
     """Cancel queued/running jobs so no slurmstepd outlives the cluster (best effort)."""
-    scancel = _which("scancel")
+    scancel = which("scancel")
     if scancel is None:
         return
     try:
-        subprocess.run([scancel, "--state=PENDING"], capture_output=True, timeout=15, env=_client_env())
+        subprocess.run([scancel, "--state=PENDING"], capture_output=True, timeout=15, env=client_env())
         res = subprocess.run(
-            [_binary("squeue"), "-h", "-t", "R,CG,S", "-o", "%i"],
-            capture_output=True, text=True, timeout=15, env=_client_env(),
+            [binary_path("squeue"), "-h", "-t", "R,CG,S", "-o", "%i"],
+            capture_output=True, text=True, timeout=15, env=client_env(),
         )
         ids = res.stdout.split()
         if res.returncode == 0 and ids:
-            subprocess.run([scancel, *ids], capture_output=True, timeout=15, env=_client_env())
+            subprocess.run([scancel, *ids], capture_output=True, timeout=15, env=client_env())
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 left = subprocess.run(
-                    [_binary("squeue"), "-h", "-t", "R,CG", "-o", "%i"],
-                    capture_output=True, text=True, timeout=15, env=_client_env(),
+                    [binary_path("squeue"), "-h", "-t", "R,CG", "-o", "%i"],
+                    capture_output=True, text=True, timeout=15, env=client_env(),
                 )
                 if left.returncode != 0 or not left.stdout.split():
                     break
@@ -580,9 +580,9 @@ def _stop_daemons(state: Path) -> list[str]:
     names = _known_node_names(state)
     stopped = []
     for label, pid_file, binary in reversed(_daemons(state, names)):
-        pid = _daemon_pid(pid_file, binary)
+        pid = daemon_pid(pid_file, binary)
         if pid:
-            _stop_pid(pid, binary)
+            stop_pid(pid, binary)
             stopped.append(label)
         pid_file.unlink(missing_ok=True)
     _layout(state)["munge_socket"].unlink(missing_ok=True)
@@ -596,7 +596,7 @@ def cluster_down(state_dir: Path | str | None = None) -> dict:
     /etc/slurm/slurm.conf stays: harmless without daemons, and `up` rewrites it."""
     _require_root()
     state = state_dir_path(state_dir)
-    if _daemon_pid(_layout(state)["ctld_pid"], "slurmctld"):
+    if daemon_pid(_layout(state)["ctld_pid"], "slurmctld"):
         _cancel_jobs()
     stopped = _stop_daemons(state)
     remove_hosts_block()
@@ -614,7 +614,7 @@ def cluster_status(state_dir: Path | str | None = None) -> dict:
     state = state_dir_path(state_dir)
     names = _known_node_names(state)
     daemons = {
-        label: {"pid": _daemon_pid(pid_file, binary), "pid_file": str(pid_file)}
+        label: {"pid": daemon_pid(pid_file, binary), "pid_file": str(pid_file)}
         for label, pid_file, binary in _daemons(state, names)
     }
     for d in daemons.values():

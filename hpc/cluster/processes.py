@@ -17,26 +17,26 @@ class ClusterError(RuntimeError):
     (plus, for start-up timeouts, the tails of the daemon logs)."""
 
 
-def _which(name: str) -> str | None:
+def which(name: str) -> str | None:
     """Find a binary also in the sbin dirs that a non-login PATH often lacks."""
     return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
 
 
-def _binary(name: str) -> str:
+def binary_path(name: str) -> str:
     """Absolute path of a needed binary, or a one-line error."""
-    path = _which(name)
+    path = which(name)
     if path is None:
         raise ClusterError(f"{name} not found (`hpc cluster up` installs Debian's slurm, munge and mariadb packages)")
     return path
 
 
-def _daemon_env() -> dict[str, str]:
+def daemon_env() -> dict[str, str]:
     """A minimal environment for the daemons, so that the caller's variables (a venv,
     JAX_PLATFORMS, SLURM_*) do not leak into long-lived processes."""
     return {"PATH": SBIN_PATH, "LANG": "C.UTF-8"}
 
 
-def _client_env() -> dict[str, str]:
+def client_env() -> dict[str, str]:
     """Environment for Slurm client calls: the default config path, like users get."""
     env = dict(os.environ)
     env.pop("SLURM_CONF", None)
@@ -44,14 +44,14 @@ def _client_env() -> dict[str, str]:
     return env
 
 
-def _run_daemon(cmd: list[str], label: str, **kwargs) -> None:
+def run_daemon(cmd: list[str], label: str, **kwargs) -> None:
     """Run a self-daemonizing program; its parent exits at once, errors come on stderr."""
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kwargs)
     if res.returncode != 0:
         raise ClusterError(f"{label} failed to start: {(res.stderr or res.stdout).strip()}")
 
 
-def _read_pid(pid_file: Path) -> int | None:
+def read_pid(pid_file: Path) -> int | None:
     """The pid in a pid file, or None when missing/garbled."""
     try:
         return int(pid_file.read_text().split()[0])
@@ -59,7 +59,7 @@ def _read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def _pid_alive(pid: int, binary: str) -> bool:
+def pid_alive(pid: int, binary: str) -> bool:
     """True when `pid` runs `binary` (guards against pid reuse) and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -67,12 +67,12 @@ def _pid_alive(pid: int, binary: str) -> bool:
     except OSError:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        _reap(pid)
+        reap(pid)
         return False
     return bool(cmdline) and os.path.basename(cmdline[0].decode(errors="replace")) == binary
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     """Collect a zombie if it is our child; harmless otherwise."""
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -80,13 +80,13 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _daemon_pid(pid_file: Path, binary: str) -> int | None:
+def daemon_pid(pid_file: Path, binary: str) -> int | None:
     """Pid of a running daemon we started (via its pid file), else None."""
-    pid = _read_pid(pid_file)
-    return pid if pid is not None and _pid_alive(pid, binary) else None
+    pid = read_pid(pid_file)
+    return pid if pid is not None and pid_alive(pid, binary) else None
 
 
-def _stop_pid(pid: int, binary: str, timeout: float = 10.0) -> None:
+def stop_pid(pid: int, binary: str, timeout: float = 10.0) -> None:
     """SIGTERM, wait, then SIGKILL: daemons get a chance to save state."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
@@ -95,6 +95,6 @@ def _stop_pid(pid: int, binary: str, timeout: float = 10.0) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not _pid_alive(pid, binary):
+            if not pid_alive(pid, binary):
                 return
             time.sleep(0.1)
