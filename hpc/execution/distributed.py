@@ -10,6 +10,10 @@ Launch detection, in order:
   ``OMPI_COMM_WORLD_SIZE``): JAX's mpi4py cluster detection, and MPI for gathering results.
 - a Slurm step of several tasks (``SLURM_STEP_NUM_TASKS`` > 1): JAX's Slurm auto-detection.
 - otherwise one process, and ``jax.distributed`` is not started.
+
+On GPU nodes each process passes the ``local_device_ids`` it can see (gpu_layout: one GPU per task
+under ``--gpus-per-task=1``/``--ntasks-per-gpu=1``, its share where every task sees the node's
+GPUs), and processes that share a GPU split its memory (xla_memory_env).
 """
 
 from __future__ import annotations
@@ -105,11 +109,108 @@ def bind_cpus(env: dict[str, str] | None = None) -> list[int] | None:
     return mine
 
 
+# GPUs a process can see, as CUDA/ROCm number them for it ("0,1"; UUIDs and MIG ids count too).
+VISIBLE_DEVICE_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+# XLA's GPU memory settings: a user's own choice is left alone.
+XLA_MEMORY_VARS = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR")
+# The share of a GPU's memory that the processes sharing it reserve between them (XLA's own
+# default for one process is 0.75; the rest is CUDA's context and fragmentation headroom).
+SHARED_GPU_MEMORY = 0.9
+
+
+def _ids(value: str | None) -> list[str] | None:
+    """A device list ("0,1", "GPU-5d3..", "3"); None where unset, [] where it hides every GPU."""
+    if value is None:
+        return None
+    ids = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item or item in ("-1", "NoDevFiles", "none", "void"):
+            break  # CUDA stops at the first id it cannot use
+        ids.append(item)
+    return ids
+
+
+def _count(spec: str | None) -> int:
+    """Slurm's GPU counts, "2", "a100:2" or "a100:1,v100:1" -> 2."""
+    total = 0
+    for part in (spec or "").split(","):
+        try:
+            total += int(part.rsplit(":", 1)[-1])
+        except ValueError:
+            pass
+    return total
+
+
+def gpu_layout(env: dict[str, str] | None = None) -> tuple[list[int], int] | None:
+    """(the local device ids this process takes, the processes of the job that share each one)
+    or None where the process sees no GPU (a CPU node).
+
+    Ids are in the process's own numbering, the one ``CUDA_VISIBLE_DEVICES`` gives it (Slurm
+    renumbers a task's one GPU to 0), which is how ``jax.distributed.initialize(local_device_ids=)``
+    uses them: it restricts the GPU client to those visible devices. JAX's own Slurm and mpi4py
+    detection otherwise takes ``[local rank]`` (jax/_src/clusters/cluster.py), which is device 1,
+    2, ... of a task that sees a single GPU ("invalid device ordinal"), and device 0 only of a task
+    that sees all of its node's GPUs.
+
+    - Slurm bound the task to its GPUs (``--gpus-per-task=g``: the task sees g; ``--ntasks-per-gpu``:
+      it sees 1; or it sees fewer than the step has on the node): all of them, range(k).
+    - One process on the node: all it sees.
+    - Every process of the node sees all k GPUs (``--gpus=N``/``--gres`` without binding, or local
+      processes): k >= n processes split them in contiguous shares; k < n processes share them
+      round-robin ([local rank % k]).
+    """
+    env = os.environ if env is None else env
+    visible = next((_ids(env[var]) for var in VISIBLE_DEVICE_VARS if var in env), None)
+    step_gpus = _ids(env.get("SLURM_STEP_GPUS") if "SLURM_STEP_ID" in env else None)
+    node_gpus = len(step_gpus) if step_gpus else (int(env["SLURM_GPUS_ON_NODE"]) if env.get("SLURM_GPUS_ON_NODE", "").isdigit()
+                                                  else len(_ids(env.get("SLURM_JOB_GPUS")) or []))
+    k = len(visible) if visible is not None else node_gpus
+    if not k:
+        return None
+    rank, size = local_layout(env) or (0, 1)
+    per_task = _count(env.get("SLURM_GPUS_PER_TASK"))
+    per_gpu = int(env["SLURM_NTASKS_PER_GPU"]) if env.get("SLURM_NTASKS_PER_GPU", "").isdigit() else 0
+    if per_gpu and k == 1:
+        return [0], per_gpu
+    if (per_task and k == per_task) or 0 < k < node_gpus or size < 2 or not 0 <= rank < size:
+        return list(range(k)), 1
+    if k >= size:
+        share, extra = divmod(k, size)
+        first = rank * share + min(rank, extra)
+        return list(range(first, first + share + (rank < extra))), 1
+    return [rank % k], -(-size // k)
+
+
+def local_device_ids(env: dict[str, str] | None = None) -> list[int] | None:
+    """The ``local_device_ids`` for ``jax.distributed.initialize``: see gpu_layout. None on CPU
+    nodes and where the user set ``JAX_LOCAL_DEVICE_IDS`` (JAX reads that itself)."""
+    env = os.environ if env is None else env
+    if env.get("JAX_LOCAL_DEVICE_IDS"):
+        return None
+    layout = gpu_layout(env)
+    return layout[0] if layout else None
+
+
+def xla_memory_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """What to add to the environment before JAX starts where several processes of the job share
+    one GPU: each JAX process otherwise reserves 75% of the GPU's memory, so the second one runs
+    out. They split ``SHARED_GPU_MEMORY`` of it instead (``XLA_PYTHON_CLIENT_MEM_FRACTION``, still
+    preallocated, so no process grows into another's share). Nothing where a GPU has one process
+    or the user set any of XLA's memory variables."""
+    env = os.environ if env is None else env
+    layout = gpu_layout(env)
+    if layout is None or layout[1] < 2 or any(var in env for var in XLA_MEMORY_VARS):
+        return {}
+    return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{SHARED_GPU_MEMORY / layout[1]:.4g}"}
+
+
 def start(launch: Launch) -> Launch:
     """Start JAX's distributed runtime for this launch (nothing for one process)."""
     if launch.method == "single":
         return launch
     bind_cpus()  # before JAX starts its thread pools, which take the mask they are born with
+    os.environ.update(xla_memory_env())  # before JAX creates its GPU client, which reads them
+    device_ids = local_device_ids()
     import jax
 
     # CPU devices of different processes talk over gloo (harmless where GPUs do the work). No
@@ -123,6 +224,8 @@ def start(launch: Launch) -> Launch:
                       process_id=launch.process_id)
     elif launch.method == "mpi":
         kwargs["cluster_detection_method"] = "mpi4py"
+    if device_ids is not None:
+        kwargs["local_device_ids"] = device_ids
     try:
         jax.distributed.initialize(**kwargs)
     except TypeError:  # older JAX without some keyword

@@ -32,11 +32,52 @@ def _mpiexec() -> str:
     return found
 
 
+def srun_args(tasks: int, mpi: bool, env: dict[str, str]) -> list[str]:
+    """The srun command that starts ``tasks`` processes as one step inside the job's allocation.
+
+    What the allocation was made with is said again explicitly, since srun does not inherit all of
+    it: since Slurm 22.05 srun no longer reads ``SLURM_CPUS_PER_TASK`` (sbatch still exports it),
+    so without ``--cpus-per-task`` every task of the step would get one CPU. ``--ntasks-per-gpu``
+    (``SLURM_NTASKS_PER_GPU``) and ``--gpus-per-task`` (``SLURM_GPUS_PER_TASK``) are passed on as
+    they were given; srun refuses the two together, so only the first is, where both are set.
+    ``--kill-on-bad-exit``: one failed rank ends the step instead of leaving the others waiting.
+    """
+    args = ["srun", "--kill-on-bad-exit=1", f"--ntasks={tasks}"]
+    cpus = env.get("SRUN_CPUS_PER_TASK") or env.get("SLURM_CPUS_PER_TASK")
+    if cpus:
+        args.append(f"--cpus-per-task={cpus}")
+    if env.get("SLURM_NTASKS_PER_GPU"):
+        args.append(f"--ntasks-per-gpu={env['SLURM_NTASKS_PER_GPU']}")
+    elif env.get("SLURM_GPUS_PER_TASK"):
+        args.append(f"--gpus-per-task={env['SLURM_GPUS_PER_TASK']}")
+    if mpi:
+        args.append("--mpi=pmi2")
+    return args
+
+
+def srun_unset(args: list[str], env: dict[str, str]) -> list[str]:
+    """Variables of the job's environment to keep from srun because ``args`` say the same thing.
+
+    Slurm 23.11+ exports ``SLURM_TRES_PER_TASK`` (``cpu=2``, ``cpu=2,gres/gpu=1``) beside
+    ``SLURM_CPUS_PER_TASK``, and srun reads it back as an input: with ``SLURM_NTASKS_PER_GPU`` it
+    refuses to start ("SLURM_TRES_PER_TASK is mutually exclusive with --ntasks-per-gpu and
+    SLURM_NTASKS_PER_GPU"). It is left out where every TRES in it is one that ``args`` pass, and
+    ``SLURM_GPUS_PER_TASK`` where ``args`` pass ``--ntasks-per-gpu``, which srun refuses beside it.
+    """
+    tres = [item.strip() for item in env.get("SLURM_TRES_PER_TASK", "").split(",") if item.strip()]
+    passed = {"cpu": any(a.startswith("--cpus-per-task=") for a in args),
+              "gres/gpu": any(a.startswith(("--gpus-per-task=", "--ntasks-per-gpu=")) for a in args)}
+    unset = ["SLURM_GPUS_PER_TASK"] if "SLURM_GPUS_PER_TASK" in env and any(
+        a.startswith("--ntasks-per-gpu=") for a in args) else []
+    if tres and all(any(item.startswith(name) and ok for name, ok in passed.items()) for item in tres):
+        unset.append("SLURM_TRES_PER_TASK")
+    return unset
+
+
 def launcher(tasks: int, mpi: bool, env: dict[str, str]) -> list[str] | None:
     """The command prefix that starts ``tasks`` processes, or None to start them here, locally."""
     if "SLURM_JOB_ID" in env and shutil.which("srun"):
-        # --kill-on-bad-exit: one failed rank ends the step instead of leaving the others waiting.
-        return ["srun", "--kill-on-bad-exit=1", f"--ntasks={tasks}", *(["--mpi=pmi2"] if mpi else [])]
+        return srun_args(tasks, mpi, env)
     if mpi:
         return [_mpiexec(), "-n", str(tasks)]
     return None
@@ -52,6 +93,9 @@ def run_processes(inner: list[str], tasks: int, mpi: bool = False, cpu_devices: 
         return subprocess.run(inner, env=env).returncode
     prefix = launcher(tasks, mpi, env)
     if prefix is not None:
+        if prefix[0] == "srun":
+            for var in srun_unset(prefix, env):
+                env.pop(var)
         return subprocess.run([*prefix, *inner], env=env).returncode
     return _run_local(inner, tasks, env)
 
