@@ -4,7 +4,13 @@ throughput, a table of the shards, requeued and resumed shards, and the plan aga
 What a shard record holds is what hpc.sweep.runner writes (see ``sweep_data.shard_records``):
 under Slurm, the id of the job that committed the shard (``job_id``) and how often Slurm had
 requeued it (``slurm_restart_count``). A job Snakemake resubmits after a failure is a new job with
-its own id, and the marker names only the last one.
+its own id, and the marker names only the last one; aggregate counts them (``attempt``).
+
+The store's records also hold each shard's execution trace (hpc.sweep.store.execution_trace):
+from Slurm's accounting (``trace_source`` "slurm": requested memory against peak RSS, CPU
+efficiency, queue wait against run time), or what the processes measured themselves
+("process": elapsed, CPU time, peak RSS). ``resource_use`` shows them, with one sentence of
+right-sizing advice computed from the Slurm records: the peak RSS × 1.2, rounded up to 100 MB.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import yaml
+
 from hpc.core import timefmt
+from hpc.execution import dask_cluster
 from hpc.report.figures import Figure, Figures, pyplot
 from hpc.report.render import Table
 from hpc.report.sweep_data import Sweep, resumed, slurm_restarts
@@ -30,6 +39,13 @@ class PlanAgainstRan:
 
 
 @dataclass
+class ResourceUse:
+    slurm: bool  # the table shows Slurm's accounting (else what the processes measured)
+    table: Table
+    advice: str | None  # one sentence of right-sizing advice (Slurm records only)
+
+
+@dataclass
 class Execution:
     figures: list[Figure]
     t0: float | None  # the first shard's start: the table's times are seconds after it
@@ -38,6 +54,7 @@ class Execution:
     plan: PlanAgainstRan | None
     asked_shards: object = None  # without a plan file: the shards the spec asked for
     ran: int = 0
+    resources: ResourceUse | None = None
 
 
 def under_slurm(sweep: Sweep) -> bool:
@@ -141,12 +158,26 @@ def retries_text(sweep: Sweep) -> list[str]:
     return lines
 
 
+def spec_as_written(sweep: Sweep) -> dict:
+    """The spec's text as the store keeps it (its backend and dask settings are not in the
+    normalized spec); empty where it cannot be read."""
+    try:
+        data = yaml.safe_load(sweep.ds.attrs.get("spec_text") or "")
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def plan_against_ran(sweep: Sweep) -> PlanAgainstRan | None:
     plan = sweep.plan
     if plan is None:
         return None
     res = plan.resources or {}
     by_shard = {s["shard"]: s for s in sweep.shards}
+    asked = spec_as_written(sweep)
+    dask = asked.get("backend") == "dask" or any(p.get("worker") for s in sweep.shards
+                                                   for p in s.get("per_process") or [])
+    workers = int(dask_cluster.settings(asked.get("dask"))["max_workers"]) if dask else 1
     rows, differ = [], 0
     for shard in range(plan.n_shards):
         first, last = plan.shard_chunks[shard]
@@ -156,7 +187,10 @@ def plan_against_ran(sweep: Sweep) -> PlanAgainstRan | None:
         else:
             notes = []
             tasks = int(res.get("tasks", 1) or 1)
-            if ran.get("processes") not in (None, tasks):
+            if dask:  # every chunk a task: the shard's processes are the workers that ran its chunks
+                if ran.get("processes") is not None and ran["processes"] > workers:
+                    notes.append(f"{ran['processes']} workers for at most {workers}")
+            elif ran.get("processes") not in (None, tasks):
                 notes.append(f"{ran['processes']} processes for {tasks} tasks")
             if ran.get("points") != plan.shard_points(shard):
                 notes.append("another point count")
@@ -175,6 +209,66 @@ def plan_against_ran(sweep: Sweep) -> PlanAgainstRan | None:
                     id="plan-against-ran"))
 
 
+HEADROOM = 1.2  # the advised request: the peak RSS times this, rounded up to ROUND_MB
+ROUND_MB = 100
+
+
+def slurm_traced(record: dict) -> bool:
+    return record.get("trace_source") == "slurm"
+
+
+def _percent(used, asked) -> float | None:
+    return round(100.0 * used / asked, 1) if used is not None and asked else None
+
+
+def right_sizing(records: list[dict]) -> str | None:
+    """One sentence from the Slurm records with both a request and a peak: the largest share of
+    its request a shard used, and the request that the largest peak × 1.2 (rounded up to 100 MB)
+    would make."""
+    sized = [r for r in records if slurm_traced(r) and r.get("req_mem_mb") and r.get("max_rss_mb") is not None]
+    if not sized:
+        return None
+    peak = max(r["max_rss_mb"] for r in sized)
+    share = max(r["max_rss_mb"] / r["req_mem_mb"] for r in sized)
+    asked = sorted({round(r["req_mem_mb"]) for r in sized})
+    asked_text = f"{asked[0]} MB" if len(asked) == 1 else f"{asked[0]}–{asked[-1]} MB"
+    advised = advised_mem_mb(peak)
+    head = f"Shards used at most {100 * share:.0f}% of the {asked_text} requested (peak {peak:.0f} MB)"
+    if advised < asked[-1]:
+        return f"{head}: {advised} MB would do."
+    if advised == asked[-1]:
+        return f"{head}: the request is right."
+    return f"{head}: ask for {advised} MB to keep {100 * (HEADROOM - 1):.0f}% headroom."
+
+
+def advised_mem_mb(peak_mb: float) -> int:
+    return int(math.ceil(peak_mb * HEADROOM / ROUND_MB) * ROUND_MB)
+
+
+def resource_use(sweep: Sweep) -> ResourceUse | None:
+    """Per shard what it asked for against what it used (Slurm's accounting), or what its
+    processes measured (a local run)."""
+    records = [s for s in sweep.shards if s.get("trace_source")]
+    if not records:
+        return None
+    slurm = any(slurm_traced(r) for r in records)
+    if slurm:
+        columns = ["shard", "job", "attempt", "state", "nodes", "requested memory [MB]", "peak RSS [MB]",
+                   "memory used [%]", "CPUs", "CPU time [s]", "CPU efficiency [%]", "queue wait [s]",
+                   "run time [s]", "device peak [MB]"]
+        rows = [[r["shard"], r.get("job_id"), r.get("attempt"), r.get("state"), r.get("nodes"),
+                 r.get("req_mem_mb"), r.get("max_rss_mb"), _percent(r.get("max_rss_mb"), r.get("req_mem_mb")),
+                 r.get("alloc_cpus"), r.get("total_cpu_s"),
+                 round(100 * r["cpu_efficiency"], 1) if r.get("cpu_efficiency") is not None else None,
+                 r.get("queue_wait_s"), r.get("elapsed_s"), r.get("device_peak_mb")] for r in records]
+    else:
+        columns = ["shard", "host", "processes", "elapsed [s]", "CPU time [s]", "peak RSS [MB]", "device peak [MB]"]
+        rows = [[r["shard"], r.get("host"), r.get("processes"), r.get("elapsed_s"), r.get("total_cpu_s"),
+                 r.get("max_rss_mb"), r.get("device_peak_mb")] for r in records]
+    return ResourceUse(slurm=slurm, table=Table(columns, rows, id="resource-use"),
+                       advice=right_sizing(records) if slurm else None)
+
+
 def execution_section(sweep: Sweep, figures: Figures) -> Execution:
     shards = sweep.shards
     t0 = min((s["start"] for s in shards if s.get("start")), default=0.0) if shards else None
@@ -187,4 +281,5 @@ def execution_section(sweep: Sweep, figures: Figures) -> Execution:
         plan=plan_against_ran(sweep),
         asked_shards=sweep.spec.get("shards", sweep.ds.attrs.get("n_shards")),
         ran=len(shards),
+        resources=resource_use(sweep) if shards else None,
     )

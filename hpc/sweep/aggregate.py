@@ -1,4 +1,5 @@
-"""Aggregate: check that every shard committed under this plan, then finalize the store."""
+"""Aggregate: check that every shard committed under this plan, read the accounting of the jobs
+that committed the shards, then finalize the store (with each shard's execution trace)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from hpc.core import paths
+from hpc.core import paths, timefmt
 from hpc.core.files import write_atomic
+from hpc.execution import accounting
 from hpc.sweep import store
 from hpc.sweep.plan import read_plan
 
@@ -20,7 +22,7 @@ def aggregate(plan_file: str | Path, output: str | Path | None = None) -> dict:
     missing = sorted(set(range(plan.n_shards)) - set(markers))
     if missing:
         raise RuntimeError(f"sweep {plan.name}: shards {missing} have no completion marker for plan {plan.digest}")
-    store.finalize_store(plan, markers, root)
+    store.finalize_store(plan, markers, root, read_accounting(plan, markers, root))
     summary = {
         "name": plan.name,
         "digest": plan.digest,
@@ -38,3 +40,17 @@ def aggregate(plan_file: str | Path, output: str | Path | None = None) -> dict:
     print(f"sweep {plan.name}: {plan.n_points} points from {plan.n_shards} shards aggregated "
           f"({summary['failed']} failed, {summary['non_finite']} non-finite, {summary['not_converged']} not converged)", file=sys.stderr)
     return summary
+
+
+def read_accounting(plan, markers: dict[int, dict], root=None) -> dict[str, dict]:
+    """Slurm's accounting of the jobs named by the markers (empty without Slurm jobs or sacct);
+    attempts are counted among jobs submitted since the store was created."""
+    job_ids = {m.get("job_id") for m in markers.values() if m.get("job_id")}
+    if not job_ids:
+        return {}
+    try:
+        created = store.open_arrays(plan.name, root, mode="r").attrs.get("created")
+        return accounting.job_records(job_ids, since=timefmt.iso_epoch(created))
+    except Exception as exc:  # the trace is a record of what ran, never a reason to fail the sweep
+        print(f"sweep {plan.name}: no job accounting ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return {}

@@ -5,7 +5,9 @@ scheduler; here one Snakemake job starts a dask cluster whose workers are Slurm 
 within the spec's limits), and every chunk of the plan is one task. A task solves its chunk on
 its worker and writes it (a chunk has one writer: zarr v3 has no locks); when every chunk of a
 shard is committed, this process writes the shard's marker, so aggregate and status read the
-same store and markers as with one job per shard.
+same store and markers as with one job per shard. The marker merges the shard's chunk summaries:
+errors of every chunk, ``processes`` the distinct workers that ran its chunks, and ``job_id`` the
+worker job's only where one Slurm job ran them all (``job_ids`` lists them).
 
 The cluster itself (SLURMCluster or LocalCluster, adaptive workers that retire before their
 walltime) comes from hpc.execution.dask_cluster.
@@ -49,7 +51,18 @@ def solve_chunk(plan_file: str, digest: str, chunk_id: int) -> dict:
     root = paths.root_of_plan(plan_file)
     shard = plan.shard_of_chunk(chunk_id)
     summary = run_shard(plan, shard, root, chunk_ids=[chunk_id], solver=_cached_solver(plan_file, digest))
-    return dict(summary, chunk=chunk_id, shard=shard)
+    return dict(summary, chunk=chunk_id, shard=shard, worker=worker_name())
+
+
+def worker_name() -> str | None:
+    """The dask worker running this task (its address): what a shard's ``processes`` counts, since
+    every chunk is a task and one worker runs many (merge_summaries, process_key)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
 
 
 def run_sweep(plan_file: str, dask_opts: dict | None = None) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from typing import Callable, Iterable
@@ -267,7 +268,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
     solver = solver or MeshSolver(model, plan.precision, device_batch_size(plan))
     work = shard_work(plan, model, todo, jax.process_count(), solver.process_batch)
     mine = work.processes[jax.process_index()]
-    started = time.time()
+    started, usage = time.time(), process_usage()
     who = distributed.where() if launch and launch.method != "single" else distributed.node_name()
     _log(f"shard {shard}: {who}: {mine.points.n} points in {len(mine.chunks)} chunks to compute "
          f"({len(chunk_ids) - len(todo)} of the shard's {len(chunk_ids)} chunks already committed), "
@@ -286,7 +287,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
             for item in outcome["errors"]:
                 _log(f"shard {shard}: the model failed for {item['static']}: {item['error']}")
             write_chunks(group, mine.chunks, outputs, finite)
-    return dict(outcome, **run_record(started, mine.points.n, solver))
+    return dict(outcome, **run_record(started, mine.points.n, solver, usage))
 
 
 def count_outcome(model: Model, outputs: dict[str, np.ndarray], finite: np.ndarray, errors: dict[tuple, str]) -> dict:
@@ -313,46 +314,134 @@ def write_chunks(group, chunks: tuple[Chunk, ...], outputs: dict[str, np.ndarray
         offset += chunk.size
 
 
-def run_record(started: float, computed: int, solver: MeshSolver) -> dict:
-    """Where, when and on what this process ran its part of a shard (for the marker)."""
+def process_usage() -> dict:
+    """What this process has used so far: CPU seconds (user + system) of it and of its waited-for
+    children, and the peak resident memory of each (``getrusage``; ru_maxrss is KiB on Linux)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    scale = 1024.0 ** 2 if sys.platform == "darwin" else 1024.0  # bytes on macOS
+    return {"cpu_s": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
+            "max_rss_mb": max(me.ru_maxrss, children.ru_maxrss) / scale}
+
+
+def device_peak_mb() -> list[float] | None:
+    """Each local device's peak memory in use (MB), where the backend reports it (GPUs do; CPU
+    devices do not: None)."""
+    import jax
+
+    peaks = []
+    for device in jax.local_devices():
+        try:
+            stats = device.memory_stats()
+        except Exception:
+            stats = None
+        if not stats or "peak_bytes_in_use" not in stats:
+            return None
+        peaks.append(round(stats["peak_bytes_in_use"] / 1024.0 ** 2, 3))
+    return peaks or None
+
+
+def run_record(started: float, computed: int, solver: MeshSolver, usage: dict | None = None) -> dict:
+    """Where, when and on what this process ran its part of a shard (for the marker), and what it
+    used meanwhile: CPU seconds (of it and its children) since ``usage`` (``process_usage()`` at the
+    start), its peak RSS so far and its devices' peak memory."""
     import jax
 
     ended = time.time()
+    now = process_usage()
+    attempt = os.environ.get("SNAKEMAKE_ATTEMPT")  # where the rule passes Snakemake's attempt
     return {
         "computed": computed,
         "start": started,
         "end": ended,
         "duration_s": round(ended - started, 3),
         "host": distributed.node_name(),
+        "pid": os.getpid(),
         "job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+        "snakemake_attempt": int(attempt) if attempt and attempt.isdigit() else None,
         "process": jax.process_index(),
         "devices": [str(d) for d in jax.local_devices()],
         "compile_s": round(solver.compile_s, 3),
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_s": round(now["cpu_s"] - (usage or {}).get("cpu_s", 0.0), 3),
+        "max_rss_mb": round(now["max_rss_mb"], 3),
+        "device_peak_mb": device_peak_mb(),
     }
 
 
+def process_key(part: dict) -> tuple:
+    """Which process a summary came from: (host, its dask worker, or its process index in the job).
+    Under dask each chunk is a summary of its own, and a worker runs many of them."""
+    return (part.get("host"), part.get("worker") or part.get("process"))
+
+
+def merge_processes(parts: list[dict]) -> list[dict]:
+    """One entry per process (``process_key``): the parts of a dask worker summed into one."""
+    merged: dict[tuple, dict] = {}
+    for part in sorted(parts, key=lambda p: p.get("start", 0.0)):
+        key = process_key(part)
+        if key not in merged:
+            merged[key] = dict(part, parts=1)
+            continue
+        m = merged[key]
+        m["parts"] += 1
+        m["computed"] += part.get("computed", 0)
+        for name in ("non_finite", "not_converged", "failed"):
+            m[name] = m.get(name, 0) + part.get(name, 0)
+        m["errors"] = merge_errors([m, part])
+        m["start"], m["end"] = min(m["start"], part["start"]), max(m["end"], part["end"])
+        m["duration_s"] = round(m["end"] - m["start"], 3)
+        m["cpu_s"] = round((m.get("cpu_s") or 0.0) + (part.get("cpu_s") or 0.0), 3)
+        for name in ("max_rss_mb", "compile_s"):
+            m[name] = max((v for v in (m.get(name), part.get(name)) if v is not None), default=None)
+        if part.get("device_peak_mb"):
+            m["device_peak_mb"] = [max(a, b) for a, b in zip(m.get("device_peak_mb") or part["device_peak_mb"],
+                                                             part["device_peak_mb"])]
+    return sorted(merged.values(), key=lambda p: (str(p.get("host")), p.get("process", 0), str(p.get("worker"))))
+
+
+def merge_errors(parts: list[dict]) -> list[dict]:
+    """The model's errors of every part, one per static key (the first message for it)."""
+    seen: dict[str, dict] = {}
+    for part in parts:
+        for error in part.get("errors", []):
+            seen.setdefault(json.dumps(error["static"], sort_keys=True, default=str), error)
+    return list(seen.values())
+
+
 def merge_summaries(plan: Plan, shard: int, parts: list[dict]) -> dict:
-    """One marker body from every process's summary."""
+    """One marker body from every process's summary (or, under dask, every chunk's).
+
+    Counts add up over the parts; the model's errors are those of every part, one per static key;
+    processes and devices count distinct processes (``process_key``), not parts."""
     hosts = sorted({p["host"] for p in parts})
+    processes = merge_processes(parts)
+    job_ids = list(dict.fromkeys(p.get("job_id") for p in parts if p.get("job_id")))
+    attempts = [p["snakemake_attempt"] for p in parts if p.get("snakemake_attempt")]
+    rss = [p["max_rss_mb"] for p in parts if p.get("max_rss_mb") is not None]
+    peaks = [v for p in processes for v in (p.get("device_peak_mb") or [])]
     return {
         "points": plan.shard_points(shard),
         "computed": sum(p["computed"] for p in parts),
         "non_finite": sum(p["non_finite"] for p in parts),
         "failed": sum(p.get("failed", 0) for p in parts),
-        "errors": [e for p in parts[:1] for e in p.get("errors", [])],
+        "errors": merge_errors(parts),
         "not_converged": sum(p["not_converged"] for p in parts),
         "start": min(p["start"] for p in parts),
         "end": max(p["end"] for p in parts),
         "duration_s": round(max(p["end"] for p in parts) - min(p["start"] for p in parts), 3),
         "host": ",".join(hosts),
-        "processes": len(parts),
-        "job_id": parts[0].get("job_id"),
-        "slurm_restart_count": parts[0].get("slurm_restart_count", 0),
-        "devices": sum(len(p["devices"]) for p in parts),
+        "processes": len(processes),
+        "job_id": job_ids[0] if len(job_ids) == 1 else None,
+        "job_ids": job_ids,
+        "slurm_restart_count": max((p.get("slurm_restart_count", 0) or 0 for p in parts), default=0),
+        "snakemake_attempt": max(attempts) if attempts else None,
+        "devices": sum(len(p["devices"]) for p in processes),
         "compile_s": max((p.get("compile_s", 0.0) for p in parts), default=0.0),
-        "per_process": parts,
+        "process_cpu_s": round(sum(p.get("cpu_s") or 0.0 for p in parts), 3) if any("cpu_s" in p for p in parts) else None,
+        "process_max_rss_mb": max(rss) if rss else None,
+        "device_peak_mb": max(peaks) if peaks else None,
+        "per_process": processes,
     }
 
 

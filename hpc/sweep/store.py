@@ -213,8 +213,14 @@ def valid_markers(plan: Plan, root: Path | None = None) -> dict[int, dict]:
     return found
 
 
-def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = None) -> None:
-    """Record per-shard execution in the store's attributes and consolidate its metadata."""
+def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = None,
+                   accounting: dict[str, dict] | None = None) -> None:
+    """Record per-shard execution in the store's attributes and consolidate its metadata.
+
+    Each shard's record (``attrs["shards"]``) holds its marker's summary and its execution trace
+    (``execution_trace``): from Slurm's accounting where ``accounting`` (job id -> record, from
+    hpc.execution.accounting.job_records) has the shard's job, else what its processes measured.
+    """
     path = paths.store_path(plan.name, root)
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
     if not np.all(group["point_done"][...]):
@@ -225,8 +231,37 @@ def finalize_store(plan: Plan, markers: dict[int, dict], root: Path | None = Non
         leftover.unlink(missing_ok=True)
     keys = ("shard", "host", "start", "end", "duration_s", "points", "computed", "processes", "devices", "failed",
             "non_finite", "not_converged", "errors", "job_id", "slurm_restart_count", "per_process")
-    shards = [{k: markers[s].get(k) for k in keys} for s in sorted(markers)]
+    shards = [{**{k: markers[s].get(k) for k in keys}, **execution_trace(markers[s], accounting or {})}
+              for s in sorted(markers)]
     group.attrs.update({"shards": shards, "completed": now_iso(), "removed_partial_files": len(leftovers)})
     with warnings.catch_warnings():  # consolidated metadata is a zarr-python extension of v3; xarray reads it
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(str(path))
+
+
+TRACE_KEYS = ("job_id", "array_task", "attempt", "state", "exit_code", "nodes", "submit", "job_start", "job_end",
+              "queue_wait_s", "elapsed_s", "total_cpu_s", "alloc_cpus", "cpu_efficiency", "max_rss_mb",
+              "req_mem_mb")
+
+
+def execution_trace(marker: dict, accounting: dict[str, dict]) -> dict:
+    """A shard's execution trace: ``trace_source`` "slurm" with the fields of its job's accounting
+    record (``TRACE_KEYS``), or "process" (no job, or no accounting for it) with what the shard's
+    processes measured themselves: elapsed (the solve's wall time), CPU seconds summed over the
+    processes, their peak RSS; and always ``device_peak_mb`` (the devices' peak memory, where the
+    backend reports it) and ``snakemake_attempt`` (where the rule passed it)."""
+    record = accounting.get(str(marker.get("job_id"))) if marker.get("job_id") else None
+    trace = dict.fromkeys(TRACE_KEYS)
+    trace["job_id"] = marker.get("job_id")
+    if record:
+        trace.update({k: record.get(k) for k in TRACE_KEYS}, trace_source="slurm")
+        if trace["attempt"] is None:
+            trace["attempt"] = marker.get("snakemake_attempt")
+    else:
+        trace.update(trace_source="process", elapsed_s=marker.get("duration_s"),
+                     total_cpu_s=marker.get("process_cpu_s"), max_rss_mb=marker.get("process_max_rss_mb"),
+                     attempt=marker.get("snakemake_attempt"))
+    trace.update(job_ids=marker.get("job_ids"), snakemake_attempt=marker.get("snakemake_attempt"),
+                 process_cpu_s=marker.get("process_cpu_s"), process_max_rss_mb=marker.get("process_max_rss_mb"),
+                 device_peak_mb=marker.get("device_peak_mb"))
+    return trace
