@@ -73,12 +73,15 @@ def _cmd_report(args) -> int:
 def _cmd_status(args) -> int:
     from hpc.sweep.status import format_status, sweep_status, watch
 
+    jobs = args.slurm != "none"
+    sources = ("sacct", "squeue") if args.slurm == "auto" else (args.slurm,)
     if args.watch:
         try:
-            return watch(args.name, Path(args.results), args.interval)
+            return watch(args.name, Path(args.results), args.interval, jobs=jobs, sources=sources)
         except KeyboardInterrupt:
             return 130
-    print(format_status(sweep_status(args.name, Path(args.results)), bar=sys.stdout.isatty()))
+    print(format_status(sweep_status(args.name, Path(args.results), jobs=jobs, sources=sources),
+                        bar=sys.stdout.isatty()))
     return 0
 
 
@@ -164,8 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="shards done/running/pending/failed, points done, throughput and time left")
     p.add_argument("name")
     p.add_argument("--results", default="results", help="results root (default: results)")
-    p.add_argument("--watch", action="store_true", help="refresh until the sweep is aggregated (or has stopped)")
+    p.add_argument("--watch", action="store_true",
+                   help="refresh until the sweep is aggregated (exit 0) or a shard has failed for good: failed, "
+                        "with the same latest job, on two refreshes in a row (exit 1)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes with --watch (default 10)")
+    p.add_argument("--slurm", choices=["auto", "sacct", "squeue", "none"], default="auto",
+                   help="where to read the shards' Slurm jobs: auto (sacct's accounting and squeue's queue, "
+                        "whichever answers), only one of them, or none (markers, store and logs only)")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("train", help="check a training spec, or train (run by the workflow; resumes from a checkpoint)")

@@ -64,13 +64,17 @@ def test_states_from_slurm_queue(half_done):
     text = status.format_status(st)
     assert "2/4 shards done, 4/8 points done" in text
     assert "shards: 2 done, 1 running, 1 pending, 0 failed" in text
-    assert "shard 0001 running on n2 (job 15)" in text and "shard 0003 pending (Resources)" in text
+    assert "shard 0001 running (job 15 RUNNING on n2, attempt 2): 0/2 points committed; log " in text
+    assert "shard 0003 pending (job 16 PENDING on n1, attempt 1; reason: Resources)" in text
     assert "left" in text and "\x1b" not in text and "[#" not in text
 
-    jobs[1] = job(1, "TIMEOUT", 15, workdir, start=time.time() - 10)
+    jobs[1] = dict(job(1, "TIMEOUT", 15, workdir, start=time.time() - 10), exit_code=0, signal=15,
+                   slurm_log=f"{workdir}/.snakemake/slurm_logs/rule_run_shard/0001/15.log")
     st = status.sweep_status("four", half_done, jobs=jobs)
     assert st["shards"][1]["state"] == "failed" and not st["stopped"]  # shard 3 is still queued
-    assert "shard 0001 FAILED (job 15 TIMEOUT, attempt 2; log " in status.format_status(st)
+    assert (f"shard 0001 FAILED (job 15 TIMEOUT on n1, exit 0 signal 15, attempt 2; log "
+            f"{status.shard_log_path('four', 1, half_done)}, Slurm's log {workdir}/.snakemake/slurm_logs/"
+            "rule_run_shard/0001/15.log)") in status.format_status(st)
     jobs[2] = job(3, "CANCELLED", 16, workdir)
     assert status.sweep_status("four", half_done, jobs=jobs)["stopped"]
 
@@ -97,8 +101,77 @@ def test_states_from_logs_without_a_scheduler(half_done, tmp_path):
     text = status.format_status(st, bar=True)
     assert "[" + "#" * 20 + "+" * 5 + "-" * 15 + "]  62.5%" in text
     assert "about 1 more solved by running shards" in text
-    assert f"shard 0003 FAILED (log {status.shard_log_path('four', 3, root)})" in text
+    assert (f"shard 0003 FAILED (RuntimeError: shard 3: n1 failed: boom; log "
+            f"{status.shard_log_path('four', 3, root)})") in text
     assert st["stopped"] is False  # shard 1 still counts as running
+
+
+def test_a_model_error_in_a_running_shard_log_is_not_a_failure(half_done, tmp_path):
+    """A model's message with "Error" in it (the runner logs it and goes on) leaves the shard running;
+    a traceback at the end, the runner's failure line or Slurm's kill line mean it died."""
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(half_done / "four", root / "four")
+    log1, log3 = status.shard_log_path("four", 1, root), status.shard_log_path("four", 3, root)
+    log1.parent.mkdir(parents=True, exist_ok=True)
+    model_error = ("shard 1: n1: 2 points in 2 chunks to compute\n"
+                   "shard 1: the model failed for {'c': 15.0}: ValueError: Error: value function failed: nan\n"
+                   "shard 1: 1/2 points (50%), 0.4 s\n")
+    log1.write_text(model_error)
+    log3.write_text("shard 3: n1: 2 points\nUserWarning: Error estimate is large\nRuntimeError in a message\n")
+    st = status.sweep_status("four", root, jobs=False)
+    assert [s["state"] for s in st["shards"]] == ["done", "running", "done", "running"]
+
+    assert status.log_failure(model_error) is None
+    printed = ("Traceback (most recent call last):\n  File \"m.py\", line 3, in solve\nValueError: nan\n"
+               "shard 1: the model failed for {'c': 15.0}: nan\nshard 1: 1/2 points (50%), 0.4 s\n")
+    assert status.log_failure(printed) is None  # a traceback the model printed, and the runner went on
+    died = model_error + ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                          "    run()\n    ^^^^^\nRuntimeError: shard 1: process 0/1 on n1 failed: "
+                          "ValueError: bad\n")
+    assert status.log_failure(died) == "RuntimeError: shard 1: process 0/1 on n1 failed: ValueError: bad"
+    assert status.log_failure(model_error + "Traceback (most recent call last):\n  File \"x\", line 1\n"
+                              "KeyboardInterrupt\n") == "KeyboardInterrupt"
+    assert status.log_failure("shard 2: process 1/2 on n2 failed: OSError: disk\n").startswith("shard 2: process")
+    for slurm_line in ("slurmstepd: error: *** JOB 41 ON n1 CANCELLED AT 2026-12-01T10:25:58 ***",
+                       "slurmstepd: error: *** JOB 41 ON n1 CANCELLED AT 2026-12-01T10:25:58 DUE TO TIME LIMIT ***",
+                       "slurmstepd: error: Detected 1 oom_kill event in StepId=41.batch. Some of the step "
+                       "tasks have been OOM Killed."):
+        assert status.log_failure(model_error + slurm_line + "\n") == slurm_line
+    log1.write_text(died)
+    st = status.sweep_status("four", root, jobs=False)
+    assert st["shards"][1]["state"] == "failed" and "failed: ValueError: bad" in st["shards"][1]["failure"]
+    assert "shard 0001 FAILED (RuntimeError: shard 1: process 0/1 on n1 failed" in status.format_status(st)
+
+
+def test_watch_ends_when_a_shard_has_failed_on_two_polls(half_done, tmp_path):
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(half_done / "four", root / "four")
+    log = status.shard_log_path("four", 1, root)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\nRuntimeError: shard 1: n1 failed: x\n")
+    out = io.StringIO()
+    assert status.watch("four", root, interval=0, stream=out, jobs=False) == 1
+    assert out.getvalue().count("shards: 2 done, 0 running, 1 pending, 1 failed") == 2  # shard 3 has not started
+    assert "failed for good (failed on two polls in a row): shard 0001" in out.getvalue()
+    workdir = root.parent
+    polls = iter([[job(1, "FAILED", 5, workdir)], [job(1, "FAILED", 5, workdir), job(1, "PENDING", 6, workdir)],
+                  [job(1, "FAILED", 6, workdir)], [job(1, "FAILED", 6, workdir)]])
+    real = status.sweep_status
+    calls = []
+
+    def fake(name, root, jobs, sources):
+        calls.append(1)
+        return real(name, root, jobs=next(polls))
+
+    status.sweep_status = fake
+    try:  # a retry between two polls: the first failure is not for good, the retry's failure is
+        assert status.watch("four", root, interval=0, stream=io.StringIO()) == 1 and len(calls) == 4
+    finally:
+        status.sweep_status = real
 
 
 def test_a_done_shard_names_the_job_its_marker_records(half_done, tmp_path):
@@ -125,9 +198,12 @@ def test_times_are_read_and_shown_one_way():
 
 
 def test_squeue_output_is_parsed(monkeypatch):
-    out = ("120|3a1c|rule_run_shard_wildcards_0002|COMPLETED|2026-11-23T03:00:36|2026-11-23T03:00:36|"
-           "2026-11-23T03:01:09|n1|None|/tmp/a|b\n"
-           "121|3a1c|rule_run_shard_wildcards_0003|PENDING|2026-11-23T03:00:36|N/A|N/A||Resources|/tmp/x\n")
+    out = "".join(status.DELIMITER.join(fields) + status.DELIMITER + "\n" for fields in [
+        ["120", "3a1c", "rule_run_shard_wildcards_0002", "COMPLETED", "2026-11-23T03:00:36", "2026-11-23T03:00:36",
+         "2026-11-23T03:01:09", "n1", "None", "1", "/tmp/a|b/.snakemake/slurm_logs/rule_run_shard/0002/%j.log",
+         "/tmp/a|b"],
+        ["121", "3a1c", "rule_run_shard_wildcards_0003", "PENDING", "2026-11-23T03:00:36", "N/A", "N/A", "",
+         "Resources", "0", "slurm-%j.out", "/tmp/x"]])
     monkeypatch.setattr(status.shutil, "which", lambda name: "/usr/bin/squeue")
     calls = []
 
@@ -136,10 +212,60 @@ def test_squeue_output_is_parsed(monkeypatch):
         return SimpleNamespace(returncode=0, stdout=out)
 
     first, second = status.squeue_jobs(runner)
-    assert calls[0][:4] == ["squeue", "-h", "-t", "all"]
+    assert calls[0][:5] == ["squeue", "-h", "-t", "all", "-O"] and calls[0][5].startswith("JobID:|#|,Name:|#|,")
     assert first["workdir"] == "/tmp/a|b" and first["state"] == "COMPLETED" and first["end"] > first["start"]
-    assert second["start"] is None and second["reason"] == "Resources"
+    assert first["restarts"] == 1 and first["slurm_log"] == "/tmp/a|b/.snakemake/slurm_logs/rule_run_shard/0002/120.log"
+    assert second["start"] is None and second["reason"] == "Resources" and second["nodes"] == ""
+    assert second["slurm_log"] == "/tmp/x/slurm-121.out"
     assert status.squeue_jobs(lambda cmd, **kw: SimpleNamespace(returncode=1, stdout="")) is None
+
+
+SUBMIT = ("sbatch --parsable --job-name {uuid} --output {wd}/.snakemake/slurm_logs/rule_run_shard/{s}/%j.log "
+          "--export=ALL --comment rule_run_shard_wildcards_{s} -p debug -t 30 --mem 1000 --requeue -D {wd} "
+          "--wrap=/usr/bin/python -m snakemake --comment x --output 'y'")
+
+
+def test_sacct_output_is_parsed(monkeypatch):
+    """sacct -X -D: a requeued job once per run (its restarts), the comment from the submit line where
+    slurm.conf lacks AccountingStoreFlags=job_comment, 'CANCELLED by 0' is CANCELLED."""
+    d = status.SACCT_DELIMITER
+    row = d.join
+    wd = "/tmp/w|d"
+    out = "\n".join([
+        row(["28", "u1", "", "NODE_FAIL", "0:0", "2026-12-01T10:18:46", "2026-12-01T10:18:46",
+             "2026-12-01T10:19:38", "n1", "None", SUBMIT.format(uuid="u1", wd=wd, s="0000"), wd]),
+        row(["28", "u1", "", "COMPLETED", "0:0", "2026-12-01T10:19:38", "2026-12-01T10:21:48",
+             "2026-12-01T10:21:53", "n2", "BeginTime", SUBMIT.format(uuid="u1", wd=wd, s="0000"), wd]),
+        row(["29", "u1", "rule_run_shard_wildcards_0001", "CANCELLED by 0", "0:15", "2026-12-01T10:19:00",
+             "Unknown", "2026-12-01T10:19:05", "None assigned", "None", "sbatch --wrap=true", wd]),
+        row(["30", "u1", "", "FAILED", "3:0", "2026-12-01T10:19:00", "2026-12-01T10:19:01",
+             "2026-12-01T10:19:02", "n3", "None", "sbatch -o out-%j.txt -J u1 x.sh", "/tmp/z"]),
+    ])
+    monkeypatch.setattr(status.shutil, "which", lambda name: "/usr/bin/sacct")
+    calls = []
+
+    def runner(cmd, **kwargs):
+        calls.append(cmd)
+        return SimpleNamespace(returncode=0, stdout=out + "\n")
+
+    requeued, cancelled, failed = status.sacct_jobs(time.time(), runner)
+    assert calls[0][:5] == ["sacct", "-X", "-D", "-P", "--noheader"] and "--starttime" in calls[0]
+    assert requeued["restarts"] == 1 and requeued["state"] == "COMPLETED" and requeued["nodes"] == "n2"
+    assert requeued["comment"] == "rule_run_shard_wildcards_0000" and requeued["workdir"] == wd
+    assert requeued["slurm_log"] == f"{wd}/.snakemake/slurm_logs/rule_run_shard/0000/28.log"
+    assert (cancelled["comment"], cancelled["nodes"], cancelled["start"]) == ("rule_run_shard_wildcards_0001", "", None)
+    assert status.normal_state(cancelled["state"]) == "CANCELLED" and cancelled["signal"] == 15
+    assert (failed["exit_code"], failed["signal"], failed["slurm_log"]) == (3, 0, "/tmp/z/out-30.txt")
+    assert failed["comment"] == ""
+    disabled = SimpleNamespace(returncode=1, stdout="", stderr="Slurm accounting storage is disabled")
+    assert status.sacct_jobs(None, lambda cmd, **kw: disabled) is None
+
+
+def test_a_job_whose_comment_sacct_did_not_keep_is_found_by_its_log(half_done):
+    job3 = dict(job(3, "OUT_OF_MEMORY", 40, half_done.parent), comment="", exit_code=0, signal=125,
+                slurm_log=f"{half_done.parent}/.snakemake/slurm_logs/rule_run_shard/0003/40.log")
+    st = status.sweep_status("four", half_done, jobs=[job3])
+    assert st["shards"][3]["state"] == "failed" and st["shards"][3]["slurm_state"] == "OUT_OF_MEMORY"
 
 
 def test_finished_sweep_and_watch(tmp_path):

@@ -1,21 +1,34 @@
-"""Progress of a sweep, read from its plan, its completion markers, its store and Slurm's queue.
+"""Progress of a sweep, read from its plan, its completion markers, its store, its logs and Slurm.
 
 A shard is
 - ``done`` when its completion marker for this plan exists;
-- otherwise, where Slurm knows the shard's jobs (``squeue``), what its latest job says:
-  ``pending`` (queued), ``running``, or ``failed`` (failed, cancelled, timed out, out of memory,
-  node failure, or completed without writing its marker);
-- otherwise (no scheduler: a local run) ``failed`` when its log ends in an error, ``running``
-  when it has started (a log, or committed chunks), else ``pending``.
+- otherwise, where Slurm knows the shard's jobs, what its latest job says: ``pending`` (queued,
+  or requeued), ``running``, or ``failed`` (FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL,
+  PREEMPTED, ..., or COMPLETED without writing its marker);
+- otherwise (no scheduler: a local run) ``failed`` when its log shows that the job died (see
+  ``log_failure``), ``running`` when it has started (a log, or committed chunks), else ``pending``.
+
+Slurm is asked two ways, and both answers are merged by job id:
+- its accounting, ``sacct -X -D`` (every job since the store was created, finished ones too, for
+  as long as the site keeps accounting; ``-D`` lists a requeued job once per run, which gives its
+  restart count); absent where there is no ``sacct`` or the site has no accounting storage;
+- its queue, ``squeue -t all``: live jobs, and finished ones for MinJobAge seconds (300 by
+  default). Where a job is in both, the queue's state, nodes and reason win (slurmctld's own,
+  while slurmdbd may lag by a second), the accounting's exit code and log path are kept.
 
 Snakemake's Slurm executor plugin submits every job with ``--job-name`` set to the workflow run's
-uuid, ``--comment rule_<rule>_wildcards_<values>`` (here ``rule_run_shard_wildcards_0003``) and
-``-D`` the workflow's working directory. A Slurm job is taken to be one of this sweep's shard jobs
-when its comment names ``run_shard``, its working directory holds the results root, and it was
-submitted after the store was created. (Two sweeps running at once from one working directory
-cannot be told apart this way. A shard's completion marker records the id of the job that
-committed it, ``job_id``, which names a done shard's job once Slurm has forgotten it; a shard
-still queued or running has no marker yet, so the queue is what finds its jobs.)
+uuid, ``--comment rule_<rule>_wildcards_<values>`` (here ``rule_run_shard_wildcards_0003``),
+``-D`` the workflow's working directory and ``--output`` its own log,
+``.snakemake/slurm_logs/rule_run_shard/0003/%j.log``. A Slurm job is taken to be one of this
+sweep's shard jobs when its comment names ``run_shard`` (sacct keeps a job's comment only where
+slurm.conf has ``AccountingStoreFlags=job_comment``; otherwise the comment is read from the job's
+submit line, which sacct keeps, or from squeue), its working directory holds the results root,
+and it was submitted after the store was created. (Two sweeps running at once from one working
+directory cannot be told apart this way. A shard's completion marker records the id of the job
+that committed it, ``job_id``, which names a done shard's job once Slurm has forgotten it.)
+
+A shard's ``attempts`` are its jobs in the latest workflow run (the jobs of its latest job's name,
+the run's uuid: Snakemake's retries), its ``restarts`` how often Slurm requeued its latest job.
 """
 
 from __future__ import annotations
@@ -38,15 +51,31 @@ from hpc.sweep import store
 from hpc.sweep.plan import read_plan
 
 SHARD_COMMENT = re.compile(r"^rule_run_shard_wildcards_(\d+)$")
-SQUEUE_FIELDS = ("job_id", "job_name", "comment", "state", "submit", "start", "end", "nodes", "reason", "workdir")
-SQUEUE_FORMAT = "%i|%j|%k|%T|%V|%S|%e|%N|%r|%Z"  # workdir last: the one field that may hold a '|'
+SHARD_SLURM_LOG = re.compile(r"/rule_run_shard/(\d+)/[^/]*$")  # the plugin's --output for a shard job
+SACCT_FIELDS = ("job_id", "job_name", "comment", "state", "exit", "submit", "start", "end", "nodes", "reason",
+                "submit_line", "workdir")
+SACCT_FORMAT = "JobIDRaw,JobName,Comment,State,ExitCode,Submit,Start,End,NodeList,Reason,SubmitLine,WorkDir"
+DELIMITER = "|#|"  # between sacct's and squeue's fields: a submit line or a directory may hold a '|'
+SACCT_DELIMITER = DELIMITER
+SQUEUE_FIELDS = ("job_id", "job_name", "comment", "state", "submit", "start", "end", "nodes", "reason", "restarts",
+                 "slurm_log", "workdir")
+SQUEUE_FORMAT = ",".join(f"{f}:{DELIMITER}" for f in ("JobID", "Name", "Comment", "State", "SubmitTime", "StartTime",
+                                             "EndTime", "NodeList", "Reason", "RestartCnt", "STDOUT", "WorkDir"))
 PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED",
                   "STOPPED", "SIGNALING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT"}
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
                  "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "COMPLETED"}  # COMPLETED here: no marker was written
-ERROR_LINE = re.compile(r"Traceback|Error|failed:|Killed|CANCELLED|DUE TO TIME LIMIT")
 PROGRESS_LINE = re.compile(r"^shard \d+: (\d+)/(\d+) points \(", re.M)  # hpc.sweep.runner's progress lines
+
+# What says that a shard's job died (log_failure), and nothing that a model may write: the runner
+# logs a model's error as "shard N: the model failed for {...}: ..." and goes on.
+TRACEBACK = "Traceback (most recent call last):"
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?::(?:\s.*)?)?$")  # RuntimeError: ..., KeyboardInterrupt
+RUNNER_LINE = re.compile(r"^shard \d+: ")
+RUNNER_FAILED = re.compile(r"^(?:[A-Za-z_][\w.]*: )?shard \d+: (?!the model failed for )[^:\n]* failed: .*$", re.M)
+SLURM_KILLED = re.compile(r"^(?:slurmstepd|srun)[^:\n]*: error: .*(?:\*\*\* .*(?:CANCELLED|DUE TO TIME LIMIT|"
+                          r"DUE TO NODE FAILURE|DUE TO PREEMPTION).*|Detected \d+ oom[-_]kill event.*)$", re.M)
 
 
 shard_log_path = paths.shard_log_path  # where workflow/rules/sweep.smk sends a shard job's stderr
@@ -56,12 +85,89 @@ shard_log_path = paths.shard_log_path  # where workflow/rules/sweep.smk sends a 
 # Slurm
 
 
+def normal_state(state: str) -> str:
+    """Slurm's state word: ``CANCELLED by 0`` is CANCELLED, ``RUNNING+`` RUNNING."""
+    return (state or "").split()[0].rstrip("+") if (state or "").split() else ""
+
+
+def _exit(text: str) -> tuple[int | None, int | None]:
+    """sacct's ExitCode ``3:0``: (exit code, signal)."""
+    match = re.fullmatch(r"(\d+):(\d+)", (text or "").strip())
+    return (int(match.group(1)), int(match.group(2))) if match else (None, None)
+
+
+def _null(text: str) -> str:
+    return "" if text in ("(null)", "N/A", "None assigned") else text
+
+
+def _option(submit_line: str, *names: str) -> str | None:
+    """An option's value in an sbatch command line, before any ``--wrap`` (the job's own command)."""
+    head = re.split(r"\s--wrap\b", submit_line, maxsplit=1)[0]
+    for name in names:
+        match = re.search(rf"(?:^|\s){re.escape(name)}(?:=|\s+)(?:'([^']*)'|(\S+))", head)
+        if match:
+            return match.group(1) if match.group(1) is not None else match.group(2)
+    return None
+
+
+def _log_file(pattern: str | None, job: dict) -> str | None:
+    """Slurm's log of a job from its ``--output`` pattern (Slurm's ``slurm-%j.out`` without one)."""
+    pattern = pattern or "slurm-%j.out"
+    if pattern == "/dev/null":
+        return pattern
+    path = re.sub(r"%(\d*)([jAxu%])", lambda m: {"j": job["job_id"], "A": job["job_id"], "x": job.get("job_name", ""),
+                                                 "u": os.environ.get("USER", ""), "%": "%"}[m.group(2)], pattern)
+    if not os.path.isabs(path) and job.get("workdir"):
+        path = os.path.join(job["workdir"], path)
+    return path
+
+
+def sacct_jobs(since: float | None = None, runner=subprocess.run) -> list[dict] | None:
+    """Every job Slurm's accounting has since ``since`` (epoch seconds; the last 7 days without),
+    its latest run each, or None where there is no accounting to ask."""
+    if not shutil.which("sacct"):
+        return None
+    start = (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 60)) if since is not None
+             else "now-7days")
+    try:
+        # --endtime in the future: a job held by --begin becomes eligible then, and sacct leaves out
+        # a job not eligible before the end of the window (by default: now).
+        result = runner(["sacct", "-X", "-D", "-P", "--noheader", f"--delimiter={SACCT_DELIMITER}",
+                         "--starttime", start, "--endtime", "now+365days", f"--format={SACCT_FORMAT}"],
+                        capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None  # e.g. "Slurm accounting storage is disabled"
+    runs: dict[str, list[dict]] = {}
+    for line in result.stdout.splitlines():
+        parts = line.split(SACCT_DELIMITER)
+        if len(parts) > len(SACCT_FIELDS):  # a delimiter inside the last fields: the directory last
+            parts = parts[:10] + [SACCT_DELIMITER.join(parts[10:-1]), parts[-1]]
+        if len(parts) != len(SACCT_FIELDS) or not parts[0].strip().isdigit():
+            continue
+        job = dict(zip(SACCT_FIELDS, (p.strip() for p in parts)))
+        runs.setdefault(job["job_id"], []).append(job)
+    jobs = []
+    for job_runs in runs.values():
+        job = dict(job_runs[-1], restarts=len(job_runs) - 1)  # -D: a requeued job once per run, the latest last
+        for key in ("submit", "start", "end"):
+            job[key] = timefmt.iso_epoch(job[key])  # the cluster's local time, no zone; None for Unknown
+        job["exit_code"], job["signal"] = _exit(job.pop("exit"))
+        job["comment"] = _null(job["comment"]) or _option(job["submit_line"], "--comment") or ""
+        job["nodes"] = _null(job["nodes"])
+        job["slurm_log"] = _log_file(_option(job["submit_line"], "--output", "-o"), job)
+        job["source"] = "sacct"
+        jobs.append(job)
+    return jobs
+
+
 def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
     """Every job Slurm still lists (``squeue -t all``), or None where there is no Slurm to ask."""
     if not shutil.which("squeue"):
         return None
     try:
-        result = runner(["squeue", "-h", "-t", "all", "-o", SQUEUE_FORMAT], capture_output=True, text=True,
+        result = runner(["squeue", "-h", "-t", "all", "-O", SQUEUE_FORMAT], capture_output=True, text=True,
                         timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -69,14 +175,41 @@ def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
         return None
     jobs = []
     for line in result.stdout.splitlines():
-        parts = line.split("|", len(SQUEUE_FIELDS) - 1)
+        parts = line.rstrip("\n").removesuffix(DELIMITER).split(DELIMITER)  # each field ends in one
         if len(parts) != len(SQUEUE_FIELDS):
             continue
         job = dict(zip(SQUEUE_FIELDS, (p.strip() for p in parts)))
         for key in ("submit", "start", "end"):
             job[key] = timefmt.iso_epoch(job[key])  # the cluster's local time, no zone; None for N/A
+        for key in ("comment", "nodes", "workdir"):
+            job[key] = _null(job[key])
+        job["restarts"] = int(job["restarts"]) if job["restarts"].isdigit() else 0
+        job["slurm_log"] = _log_file(_null(job["slurm_log"]) or None, job)
+        job["source"] = "squeue"
         jobs.append(job)
     return jobs
+
+
+def slurm_jobs(since: float | None = None, sources=("sacct", "squeue")) -> tuple[list[dict] | None, list[str]]:
+    """Slurm's jobs from its accounting and its queue (see the module docstring), and which of
+    them answered; (None, []) where neither did."""
+    accounted = sacct_jobs(since) if "sacct" in sources else None
+    queued = squeue_jobs() if "squeue" in sources else None
+    answered = [name for name, got in (("sacct", accounted), ("squeue", queued)) if got is not None]
+    if not answered:
+        return None, []
+    by_id = {job["job_id"]: job for job in accounted or []}
+    for job in queued or []:
+        known = by_id.get(job["job_id"])
+        if known is None:
+            by_id[job["job_id"]] = job
+            continue
+        known.update(state=job["state"], reason=job["reason"], restarts=max(known["restarts"], job["restarts"]),
+                     nodes=job["nodes"] or known["nodes"], comment=known["comment"] or job["comment"],
+                     source="sacct+squeue")
+        for key in ("start", "end"):
+            known[key] = job[key] if job[key] is not None else known[key]
+    return list(by_id.values()), answered
 
 
 def _holds(workdir: str, root: Path) -> bool:
@@ -89,16 +222,23 @@ def _holds(workdir: str, root: Path) -> bool:
         return False
 
 
+def _shard_of(job: dict) -> int | None:
+    match = SHARD_COMMENT.match(job.get("comment") or "")
+    if match is None and not job.get("comment"):  # a comment that sacct did not keep: the plugin's log path
+        match = SHARD_SLURM_LOG.search(job.get("slurm_log") or "")
+    return int(match.group(1)) if match else None
+
+
 def sweep_jobs(jobs: list[dict], n_shards: int, root: Path, created: float | None) -> dict[int, list[dict]]:
     """This sweep's shard jobs, by shard, oldest first (see the module docstring for the match)."""
     found: dict[int, list[dict]] = {}
     for job in jobs:
-        match = SHARD_COMMENT.match(job.get("comment", ""))
-        if not match or int(match.group(1)) >= n_shards or not _holds(job.get("workdir", ""), root):
+        shard = _shard_of(job)
+        if shard is None or shard >= n_shards or not _holds(job.get("workdir", ""), root):
             continue
         if created is not None and job.get("submit") is not None and job["submit"] < created - 60:
             continue  # a job of an earlier sweep under this name
-        found.setdefault(int(match.group(1)), []).append(job)
+        found.setdefault(shard, []).append(job)
     for shard_jobs in found.values():
         shard_jobs.sort(key=lambda j: int(re.sub(r"\D.*", "", j["job_id"]) or 0))
     return found
@@ -117,6 +257,28 @@ def _log_tail(path: Path, size: int = 4000) -> str:
         return ""
 
 
+def log_failure(text: str) -> str | None:
+    """The line of a shard's log that says its job died, or None: a Python traceback whose
+    exception line no runner line follows (the process ended there), the runner's
+    ``shard N: <where> failed: ...``, or Slurm's ``*** JOB ... CANCELLED ...`` / ``DUE TO TIME
+    LIMIT`` / oom-kill lines. Anything else, a model's message with "Error" in it included, is not."""
+    found = SLURM_KILLED.findall(text) or RUNNER_FAILED.findall(text)
+    if found:
+        return found[-1].strip()
+    if TRACEBACK not in text:
+        return None
+    after = text[text.rindex(TRACEBACK) + len(TRACEBACK):].splitlines()
+    for i, line in enumerate(after):
+        if not line.strip() or line[0].isspace():
+            continue  # the traceback's frames
+        if not EXCEPTION_LINE.match(line):
+            return None
+        if any(RUNNER_LINE.match(later) for later in after[i + 1:]):
+            return None  # a traceback printed by a model that the runner went on from
+        return line.strip()
+    return None
+
+
 def log_progress(path: Path) -> float | None:
     """The fraction of its points a running shard has solved, from its log's last progress line.
 
@@ -131,11 +293,12 @@ def log_progress(path: Path) -> float | None:
 
 
 def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None | bool = True,
-                 now: float | None = None) -> dict:
-    """Shards done, running, pending and failed, points done, throughput and time left.
+                 sources=("sacct", "squeue"), now: float | None = None) -> dict:
+    """Shards done, running, pending and failed, points done, throughput and time left, and each
+    shard's latest Slurm job (state, exit code, attempts, restarts, nodes, logs).
 
-    ``jobs``: True asks Slurm (``squeue``) when it is there; False does not; a list is taken as
-    squeue's answer (tests).
+    ``jobs``: True asks Slurm (``sources``: its accounting, sacct, and its queue, squeue) where it is
+    there; False does not; a list is taken as Slurm's answer (tests).
     """
     root = Path(root) if root is not None else paths.RESULTS_ROOT
     path = paths.plan_path(name, root)
@@ -156,10 +319,13 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
     committed = np.bincount(owner[done].ravel(), minlength=plan.n_shards)
 
     created = timefmt.iso_epoch(attrs.get("created"))
+    answered: list[str] = []
     if jobs is True:
-        jobs = squeue_jobs()
+        jobs, answered = slurm_jobs(created, sources)
     elif jobs is False:
         jobs = None
+    else:
+        answered = ["given"]
     by_shard = sweep_jobs(jobs, plan.n_shards, root, created) if jobs is not None else {}
 
     shards = []
@@ -168,28 +334,32 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
                   "jobs": by_shard.get(shard, [])}
         latest = record["jobs"][-1] if record["jobs"] else None
         log = shard_log_path(name, shard, root)
+        record["log"] = str(log)
+        slurm_state = normal_state(latest["state"]) if latest is not None else None
         if shard in markers:
             state = "done"
         elif latest is not None:
-            slurm_state = latest["state"].split()[0].rstrip("+")
             state = ("pending" if slurm_state in PENDING_STATES else "running" if slurm_state in RUNNING_STATES
                      else "failed" if slurm_state in FAILED_STATES else "running")
-        elif log.exists() and ERROR_LINE.search(_log_tail(log)):
+        elif log.exists() and (reason := log_failure(_log_tail(log))):
             state = "failed"
+            record["failure"] = reason
         elif log.exists() or record["committed"]:
             state = "running"
         else:
             state = "pending"
         record["state"] = state
         if latest is not None:
-            record.update(job_id=latest["job_id"], slurm_state=latest["state"], host=latest["nodes"],
-                          attempts=len(record["jobs"]), started=latest["start"], reason=latest["reason"])
+            run = [j for j in record["jobs"] if j.get("job_name") == latest.get("job_name")]
+            record.update(job_id=latest["job_id"], slurm_state=slurm_state, slurm_state_text=latest["state"],
+                          exit_code=latest.get("exit_code"), signal=latest.get("signal"), host=latest["nodes"],
+                          nodes=latest["nodes"], attempts=len(run), restarts=latest.get("restarts", 0),
+                          started=latest["start"], ended=latest.get("end"), reason=latest.get("reason"),
+                          slurm_log=latest.get("slurm_log"))
         if shard in markers:
             record.update(host=markers[shard].get("host"), duration_s=markers[shard].get("duration_s"))
             if not record.get("job_id") and markers[shard].get("job_id"):  # the job that committed it
                 record["job_id"] = markers[shard]["job_id"]
-        if state == "failed":
-            record["log"] = str(log)
         record["solved"] = record["committed"]
         if state == "running":
             fraction = log_progress(log)
@@ -228,6 +398,7 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
         "throughput": throughput,
         "eta_s": 0.0 if remaining == 0 else (remaining / throughput if throughput else None),
         "slurm": jobs is not None,
+        "slurm_sources": answered,
         "slurm_jobs": sum(len(js) for js in by_shard.values()),
         "aggregated": aggregated,
         "stopped": not aggregated and counts["failed"] > 0 and counts["running"] == 0 and counts["pending"] == 0,
@@ -253,6 +424,23 @@ def progress_bar(done: int, total: int, solved: int | None = None, width: int = 
     return "[" + "#" * filled + "+" * extra + "-" * (width - filled - extra) + f"] {percent:5.1f}%"
 
 
+def _job_text(record: dict) -> str:
+    """``job 15 TIMEOUT on n2, exit 0 signal 15, attempt 2, requeued 1 time``."""
+    text = f"job {record['job_id']} {record['slurm_state']}"
+    if record.get("nodes"):
+        text += f" on {record['nodes']}"
+    if record.get("exit_code") is not None and record["slurm_state"] not in PENDING_STATES | RUNNING_STATES:
+        text += f", exit {record['exit_code']}" + (f" signal {record['signal']}" if record.get("signal") else "")
+    text += f", attempt {record['attempts']}"
+    if record.get("restarts"):
+        text += f", requeued {record['restarts']} time" + ("s" if record["restarts"] > 1 else "")
+    return text
+
+
+def _logs_text(record: dict) -> str:
+    return f"log {record['log']}" + (f", Slurm's log {record['slurm_log']}" if record.get("slurm_log") else "")
+
+
 def format_status(status: dict, bar: bool = False) -> str:
     """The status as lines of text; ``bar`` adds a progress bar (for a terminal)."""
     counts = status.get("shard_counts", {})
@@ -265,8 +453,11 @@ def format_status(status: dict, bar: bool = False) -> str:
     if bar:
         lines.append(progress_bar(status["points_done"], status["points_total"], status.get("points_solved")))
     if counts:
-        source = (f"the markers and Slurm's queue, {status['slurm_jobs']} jobs of this sweep" if status.get("slurm_jobs")
-                  else "the markers, the store and the shard logs")
+        asked = {"sacct": "Slurm's accounting (sacct)", "squeue": "Slurm's queue (squeue)", "given": "Slurm's jobs"}
+        slurm = " and ".join(asked[s] for s in status.get("slurm_sources", []) if s in asked)
+        source = (f"the markers and {slurm}, {status['slurm_jobs']} jobs of this sweep" if status.get("slurm_jobs")
+                  else "the markers, the store and the shard logs"
+                  + (f"; no job of this sweep in {slurm}" if slurm else ""))
         lines.append(f"shards: {counts['done']} done, {counts['running']} running, {counts['pending']} pending, "
                      f"{counts['failed']} failed (from {source})")
     solved = status.get("points_solved", status["points_done"])
@@ -280,18 +471,19 @@ def format_status(status: dict, bar: bool = False) -> str:
     elif status["points_done"] < status["points_total"]:
         lines.append("throughput: no point solved yet; time left unknown")
     for record in status.get("shards", []):
+        head = f"  shard {record['shard']:04d}"
+        job = record.get("slurm_state") and _job_text(record)
         if record["state"] == "running":
-            where = f" on {record['host']}" if record.get("host") else ""
-            job = f" (job {record['job_id']})" if record.get("job_id") else ""
+            where = f" on {record['host']}" if record.get("host") and not job else ""
             solved = (f", about {record['solved']} solved" if record.get("solved", 0) > record["committed"] else "")
-            lines.append(f"  shard {record['shard']:04d} running{where}{job}: "
-                         f"{record['committed']}/{record['points']} points committed{solved}")
+            lines.append(f"{head} running{where}{f' ({job})' if job else ''}: "
+                         f"{record['committed']}/{record['points']} points committed{solved}; {_logs_text(record)}")
         elif record["state"] == "failed":
-            job = (f"job {record['job_id']} {record['slurm_state']}, attempt {record['attempts']}; "
-                   if record.get("job_id") else "")
-            lines.append(f"  shard {record['shard']:04d} FAILED ({job}log {record['log']})")
-        elif record["state"] == "pending" and record.get("reason") and record["reason"] not in ("None", ""):
-            lines.append(f"  shard {record['shard']:04d} pending ({record['reason']})")
+            why = job or record.get("failure") or ""
+            lines.append(f"{head} FAILED ({why + '; ' if why else ''}{_logs_text(record)})")
+        elif record["state"] == "pending" and job:
+            reason = record.get("reason") if record.get("reason") not in (None, "", "None") else None
+            lines.append(f"{head} pending ({job}{f'; reason: {reason}' if reason else ''})")
     if status.get("stopped"):
         lines.append("the sweep has stopped: failed shards and nothing running or queued; fix and rerun the workflow")
     if status["n_flagged"]:
@@ -302,17 +494,32 @@ def format_status(status: dict, bar: bool = False) -> str:
     return "\n".join(lines)
 
 
+def failed_shards(status: dict) -> set[tuple[int, str | None]]:
+    """(shard, its latest job) of each failed shard: its latest job ended failed (or, without
+    Slurm, its log says it died) and it has no job pending or running."""
+    return {(r["shard"], r.get("job_id")) for r in status["shards"] if r["state"] == "failed"}
+
+
 def watch(name: str, root: Path | None = None, interval: float = 10.0, stream: TextIO | None = None,
-          max_updates: int | None = None, jobs: bool = True) -> int:
-    """Print the status every ``interval`` seconds until the sweep is aggregated (0) or has
-    stopped with failed shards (1). On a terminal the screen is redrawn with a progress bar;
-    otherwise each update is a block of plain lines, separated by a blank line."""
+          max_updates: int | None = None, jobs: bool = True, sources=("sacct", "squeue")) -> int:
+    """Print the status every ``interval`` seconds until the sweep is aggregated (0) or a shard has
+    failed for good (1): the same shard failed, with the same latest job, on two polls in a row.
+    (One poll is not enough: Snakemake resubmits a failed job, when retries are left, only at its
+    next status check; with a long gap between the plugin's checks give a longer ``interval``.)
+    On a terminal the screen is redrawn with a progress bar; otherwise each update is a block of
+    plain lines, separated by a blank line."""
     stream = stream or sys.stdout
     tty = stream.isatty()
     updates = 0
+    seen: set = set()
     while True:
-        status = sweep_status(name, root, jobs=jobs)
+        status = sweep_status(name, root, jobs=jobs, sources=sources)
+        failed = failed_shards(status)
+        for_good = sorted(failed & seen)
         text = format_status(status, bar=tty)
+        if for_good and not status["aggregated"]:
+            text += "\nfailed for good (failed on two polls in a row): " + ", ".join(
+                f"shard {s:04d}" + (f" (job {j})" if j else "") for s, j in for_good)
         stamp = dt.datetime.now().strftime("%H:%M:%S")
         if tty:
             stream.write("\x1b[H\x1b[2J")
@@ -321,8 +528,9 @@ def watch(name: str, root: Path | None = None, interval: float = 10.0, stream: T
         updates += 1
         if status["aggregated"]:
             return 0
-        if status["stopped"]:
+        if for_good:
             return 1
+        seen = failed
         if max_updates is not None and updates >= max_updates:
             return 0
         time.sleep(interval)
