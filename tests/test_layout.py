@@ -15,7 +15,7 @@ ALLOWED = {
     "execution": {"core"},
     "sweep": {"core", "models", "execution"},
     "train": {"core", "models", "execution", "sweep"},
-    "report": {"core", "models", "sweep", "train"},
+    "report": {"core", "models", "execution", "sweep", "train"},
     "cluster": {"core"},
 }
 
