@@ -37,7 +37,8 @@ def test_memory_and_time_grow_with_the_attempt():
 
 def test_gpus_and_several_tasks():
     res = sweep_resources.shard_resources(sweep(resources={"gpus": 2, "tasks": 2}))
-    assert res == {"gpu": 2, "tasks": 2, "mpi": "srun"}
+    # one process per GPU: the plugin's --ntasks-per-gpu must be 1, not the task count
+    assert res == {"gpu": 2, "tasks": 2, "tasks_per_gpu": 1, "mpi": "srun"}
     spec = sweep(resources={"tasks": 4}, mpi=True, cpu_devices=2)
     assert sweep_resources.shard_resources(spec)["mpi"] == "srun --mpi=pmi2"
     assert sweep_resources.launch_args(spec) == "--tasks 4 --mpi --cpu-devices 2"

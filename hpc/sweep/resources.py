@@ -34,6 +34,11 @@ def shard_resources(spec: Spec) -> dict:
     gpus = res.pop("gpus", 0)
     if gpus:
         res["gpu"] = gpus
+        if res.get("tasks", 1) == gpus:
+            # One process per GPU. For a GPU job the Slurm plugin asks sbatch for
+            # --ntasks-per-gpu=<tasks_per_gpu>, which defaults to the job's task count: 8 tasks
+            # on 8 GPUs would become 64 tasks.
+            res["tasks_per_gpu"] = 1
     if res.get("tasks", 1) > 1:
         res["mpi"] = "srun --mpi=pmi2" if spec.mpi else "srun"
     return res
