@@ -61,8 +61,11 @@ def test_every_end_state_from_slurm_accounting(slurm_cluster, tmp_path):
                     f"{paths.marker_path(NAME, 0, paths.RESULTS_ROOT)}", "-t", "10", "--mem", "2000",
                     env={"PYTHONPATH": str(REPO)})
     old = sbatch(workdir, earlier, 1, "exit 1", "-t", "1", "--mem", "100")
-    first = sbatch(workdir, run, 1, "echo retried >&2; exit 3", "-t", "1", "--mem", "100")
-    ids[1] = sbatch(workdir, run, 1, "echo 'shard 1: about to fail' >&2; exit 3", "-t", "1", "--mem", "100")
+    # Shard 1's jobs run one after the other, as retries do: the last one writes the shard's log last.
+    first = sbatch(workdir, run, 1, "echo retried >&2; exit 3", "-t", "1", "--mem", "100",
+                   f"--dependency=afterany:{old}")
+    ids[1] = sbatch(workdir, run, 1, "echo 'shard 1: about to fail' >&2; exit 3", "-t", "1", "--mem", "100",
+                    f"--dependency=afterany:{first}")
     ids[2] = sbatch(workdir, run, 2, f"{PYTHON} -c \"x = b'1' * (300 << 20); import time; time.sleep(10)\"",
                     "-t", "1", "--mem", "100")
     ids[4] = sbatch(workdir, run, 4, "sleep 150", "-t", "5", "--mem", "100")
