@@ -88,7 +88,8 @@ def test_every_end_state_from_slurm_accounting(slurm_cluster, tmp_path):
             # slurmctld hands finished jobs to slurmdbd a little later, more so on a busy machine:
             # wait until accounting lists every shard's job as ended.
             if cancelled and all(s is not None and s not in status.PENDING_STATES | status.RUNNING_STATES
-                                 for s in ended) and accounted["shards"][0]["state"] == "done":
+                                 for s in ended) and accounted["shards"][0]["state"] == "done" \
+                    and accounted["shards"][5].get("slurm_state") is not None:  # the held job, recorded too
                 break
             time.sleep(2)
         else:
