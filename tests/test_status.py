@@ -13,6 +13,7 @@ import yaml
 from conftest import PYTHON, REPO, SMALL_MCCALL, cluster_test, run_hpc, write_spec
 
 from hpc.core import paths
+from hpc.execution import accounting
 from hpc.sweep import status, store
 from hpc.sweep.aggregate import aggregate
 from hpc.sweep.runner import commit_shard, merge_summaries, run_shard
@@ -225,40 +226,59 @@ SUBMIT = ("sbatch --parsable --job-name {uuid} --output {wd}/.snakemake/slurm_lo
           "--wrap=/usr/bin/python -m snakemake --comment x --output 'y'")
 
 
+def sacct_line(**fields) -> str:
+    """One line of ``sacct --parsable2`` in hpc.execution.accounting.LIST_FIELDS' order."""
+    return accounting.DELIMITER.join(fields.get(f, "") for f in accounting.LIST_FIELDS)
+
+
 def test_sacct_output_is_parsed(monkeypatch):
     """sacct -X -D: a requeued job once per run (its restarts), the comment from the submit line where
-    slurm.conf lacks AccountingStoreFlags=job_comment, 'CANCELLED by 0' is CANCELLED."""
-    d = status.SACCT_DELIMITER
-    row = d.join
+    slurm.conf lacks AccountingStoreFlags=job_comment, 'CANCELLED by 0' is CANCELLED, a submit line
+    with a newline in its --wrap (the job was lost when status had its own sacct reader)."""
     wd = "/tmp/w|d"
+
+    def line(job, name, comment, state, exit, submit, start, end, nodes, reason, submit_line, workdir):
+        return sacct_line(JobID=job, JobIDRaw=job, JobName=name, Comment=comment, State=state, ExitCode=exit,
+                          Submit=submit, Start=start, End=end, NodeList=nodes, Reason=reason,
+                          SubmitLine=submit_line, WorkDir=workdir)
     out = "\n".join([
-        row(["28", "u1", "", "NODE_FAIL", "0:0", "2026-12-01T10:18:46", "2026-12-01T10:18:46",
-             "2026-12-01T10:19:38", "n1", "None", SUBMIT.format(uuid="u1", wd=wd, s="0000"), wd]),
-        row(["28", "u1", "", "COMPLETED", "0:0", "2026-12-01T10:19:38", "2026-12-01T10:21:48",
-             "2026-12-01T10:21:53", "n2", "BeginTime", SUBMIT.format(uuid="u1", wd=wd, s="0000"), wd]),
-        row(["29", "u1", "rule_run_shard_wildcards_0001", "CANCELLED by 0", "0:15", "2026-12-01T10:19:00",
-             "Unknown", "2026-12-01T10:19:05", "None assigned", "None", "sbatch --wrap=true", wd]),
-        row(["30", "u1", "", "FAILED", "3:0", "2026-12-01T10:19:00", "2026-12-01T10:19:01",
-             "2026-12-01T10:19:02", "n3", "None", "sbatch -o out-%j.txt -J u1 x.sh", "/tmp/z"]),
+        line("28", "u1", "", "NODE_FAIL", "0:0", "2026-12-01T10:18:46", "2026-12-01T10:18:46",
+             "2026-12-01T10:19:38", "n1", "None", SUBMIT.format(uuid="u1", wd=wd, s="0000"), wd),
+        line("28", "u1", "", "COMPLETED", "0:0", "2026-12-01T10:19:38", "2026-12-01T10:21:48",
+             "2026-12-01T10:21:53", "n2", "BeginTime", SUBMIT.format(uuid="u1", wd=wd, s="0000"), wd),
+        line("29", "u1", "rule_run_shard_wildcards_0001", "CANCELLED by 0", "0:15", "2026-12-01T10:19:00",
+             "Unknown", "2026-12-01T10:19:05", "None assigned", "None", "sbatch --wrap=true", wd),
+        line("30", "u1", "", "FAILED", "3:0", "2026-12-01T10:19:00", "2026-12-01T10:19:01",
+             "2026-12-01T10:19:02", "n3", "None", "sbatch -o out-%j.txt -J u1 x.sh", "/tmp/z"),
+        line("31", "u1", "", "RUNNING", "0:0", "2026-12-01T10:19:00", "2026-12-01T10:19:01", "Unknown", "n3",
+             "None", "sbatch --comment rule_run_shard_wildcards_0002 -D /tmp/z --wrap=python -c 'a = 1\nb = 2'",
+             "/tmp/z"),
     ])
-    monkeypatch.setattr(status.shutil, "which", lambda name: "/usr/bin/sacct")
+    monkeypatch.setattr(accounting.shutil, "which", lambda name: "/usr/bin/sacct")
     calls = []
 
     def runner(cmd, **kwargs):
         calls.append(cmd)
-        return SimpleNamespace(returncode=0, stdout=out + "\n")
+        return SimpleNamespace(returncode=0, stdout=out + "\n", stderr="")
 
-    requeued, cancelled, failed = status.sacct_jobs(time.time(), runner)
-    assert calls[0][:5] == ["sacct", "-X", "-D", "-P", "--noheader"] and "--starttime" in calls[0]
+    requeued, cancelled, failed, wrapped = status.sacct_jobs(time.time(), runner)
+    assert calls[0][:3] == ["sacct", "-X", "-D"] and "--starttime" in calls[0] and "--parsable2" in calls[0]
     assert requeued["restarts"] == 1 and requeued["state"] == "COMPLETED" and requeued["nodes"] == "n2"
     assert requeued["comment"] == "rule_run_shard_wildcards_0000" and requeued["workdir"] == wd
     assert requeued["slurm_log"] == f"{wd}/.snakemake/slurm_logs/rule_run_shard/0000/28.log"
+    assert requeued["reason"] == "BeginTime" and requeued["start"] == local("2026-12-01T10:21:48")
     assert (cancelled["comment"], cancelled["nodes"], cancelled["start"]) == ("rule_run_shard_wildcards_0001", "", None)
     assert status.normal_state(cancelled["state"]) == "CANCELLED" and cancelled["signal"] == 15
     assert (failed["exit_code"], failed["signal"], failed["slurm_log"]) == (3, 0, "/tmp/z/out-30.txt")
     assert failed["comment"] == ""
+    assert wrapped["comment"] == "rule_run_shard_wildcards_0002" and wrapped["end"] is None
+    assert wrapped["submit_line"].endswith("b = 2'")
     disabled = SimpleNamespace(returncode=1, stdout="", stderr="Slurm accounting storage is disabled")
     assert status.sacct_jobs(None, lambda cmd, **kw: disabled) is None
+
+
+def local(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))  # sacct prints local time
 
 
 def test_a_job_whose_comment_sacct_did_not_keep_is_found_by_its_log(half_done):

@@ -7,8 +7,14 @@ code, nodes, submit/start/end, queue wait, elapsed and total CPU time, CPU effic
 counts the Slurm jobs Snakemake submitted for the same shard (same job name, i.e. Snakemake run,
 same workdir, same ``--comment rule_run_shard_wildcards_NNNN``).
 
+``jobs_since(since)`` is what ``hpc status`` reads (hpc.sweep.status): every job since a time,
+``sacct -X -D`` (the allocation lines alone; a requeued job once per run, the latest last, which
+gives its restart count), with each job's name, comment, working directory, pending reason and
+submit line. Both answers are built by the same parsers and ``records_from_rows``.
+
 Where sacct is missing, fails, or the site has no accounting ("accounting storage is disabled"),
-nothing is raised: the answers are empty and every field stays None.
+nothing is raised: the answers are empty (``job_records``) or None (``jobs_since``, ``sacct``) and
+every field stays None.
 
 Notes on what sacct prints (Slurm 22.05, checked on the emulated cluster):
 
@@ -37,6 +43,8 @@ from hpc.core import timefmt
 
 FIELDS = ("JobID", "JobIDRaw", "JobName", "State", "ExitCode", "NodeList", "Submit", "Start", "End", "ElapsedRaw",
           "TotalCPU", "AllocCPUS", "ReqMem", "MaxRSS", "WorkDir", "Comment", "SubmitLine")
+# jobs_since's query: the same and the pending reason (SubmitLine stays last: it may hold newlines)
+LIST_FIELDS = FIELDS[:-1] + ("Reason", "SubmitLine")
 DELIMITER = "\x1f"  # ASCII unit separator: in no field sacct prints
 RECORD_KEYS = ("job_id", "array_task", "attempt", "state", "exit_code", "nodes", "submit", "job_start", "job_end",
                "queue_wait_s", "elapsed_s", "total_cpu_s", "alloc_cpus", "cpu_efficiency", "max_rss_mb",
@@ -92,18 +100,41 @@ def parse_time(text: str | None) -> float | None:
     return timefmt.iso_epoch(text) if text and text.strip() not in ("Unknown", "None", "N/A") else None
 
 
+def normal_state(state: str | None) -> str:
+    """Slurm's state word: ``CANCELLED by 0`` is CANCELLED, ``RUNNING+`` RUNNING."""
+    words = (state or "").split()
+    return words[0].rstrip("+") if words else ""
+
+
+def parse_exit(text: str | None) -> tuple[int | None, int | None]:
+    """sacct's ExitCode ``3:0`` as (exit code, signal); (None, None) for anything else."""
+    m = re.fullmatch(r"(\d+):(\d+)", (text or "").strip())
+    return (int(m[1]), int(m[2])) if m else (None, None)
+
+
+def submit_option(line: str | None, *names: str, before_wrap: bool = True) -> str | None:
+    """An option's value in an sbatch command line (sacct's SubmitLine): by default before any
+    ``--wrap`` (after it comes the job's own command, which may have options of the same name)."""
+    line = line or ""
+    if before_wrap:
+        line = re.split(r"\s--wrap\b", line, maxsplit=1)[0]
+    for name in names:
+        m = re.search(rf"(?:^|\s){re.escape(name)}(?:=|\s+)('[^']*'|\"[^\"]*\"|\S+)", line)
+        if m:
+            try:
+                return shlex.split(m[1])[0]
+            except (ValueError, IndexError):
+                return m[1]
+    return None
+
+
 def comment_of(row: dict) -> str | None:
-    """The job's ``--comment``: stored by accounting, or else read from its submit line."""
-    if row.get("Comment"):
+    """The job's ``--comment``: stored by accounting, or else read from its submit line (before
+    ``--wrap``, and anywhere in it where an sbatch line gives ``--wrap`` first)."""
+    if row.get("Comment") and row["Comment"] not in ("(null)", "N/A"):
         return row["Comment"]
-    line = row.get("SubmitLine") or ""
-    m = re.search(r"--comment(?:=|\s+)('[^']*'|\"[^\"]*\"|\S+)", line)
-    if not m:
-        return None
-    try:
-        return shlex.split(m[1])[0]
-    except (ValueError, IndexError):
-        return m[1]
+    line = row.get("SubmitLine")
+    return submit_option(line, "--comment") or submit_option(line, "--comment", before_wrap=False)
 
 
 def parse_rows(text: str, fields: tuple[str, ...] = FIELDS, delimiter: str = DELIMITER) -> list[dict]:
@@ -124,11 +155,13 @@ def records_from_rows(rows: list[dict]) -> dict[str, dict]:
     line's fields, and the peak MaxRSS over its step lines."""
     jobs: dict[str, dict] = {}
     steps: dict[str, list[dict]] = {}
+    runs: dict[str, int] = {}
     for row in rows:
         if "." in row["JobID"]:
             steps.setdefault(row["JobIDRaw"].split(".")[0], []).append(row)
         else:
-            jobs[row["JobIDRaw"]] = row
+            jobs[row["JobIDRaw"]] = row  # under -D a requeued job once per run, the latest last
+            runs[row["JobIDRaw"]] = runs.get(row["JobIDRaw"], 0) + 1
     out = {}
     for raw, row in jobs.items():
         cpus = _int(row.get("AllocCPUS"))
@@ -143,9 +176,9 @@ def records_from_rows(rows: list[dict]) -> dict[str, dict]:
             "job_id": raw,
             "array_task": int(m[1]) if m else None,
             "attempt": None,
-            "state": row.get("State", "").split(" ")[0] or None,  # "CANCELLED by 0" -> CANCELLED
+            "state": normal_state(row.get("State")) or None,  # "CANCELLED by 0" -> CANCELLED
             "exit_code": row.get("ExitCode") or None,
-            "nodes": row.get("NodeList") if row.get("NodeList") not in (None, "", "None assigned") else None,
+            "nodes": row.get("NodeList") if row.get("NodeList") not in (None, "", "None assigned", "None") else None,
             "submit": submit,
             "job_start": start,
             "job_end": end,
@@ -157,8 +190,10 @@ def records_from_rows(rows: list[dict]) -> dict[str, dict]:
                                if total_cpu is not None and elapsed and cpus else None),
             "max_rss_mb": round(max(rss), 3) if rss else None,
             "req_mem_mb": _round(parse_memory_mb(row.get("ReqMem"), bare_unit="M", cpus=cpus, nodes=nodes or 1)),
-            # for counting attempts
+            # for counting attempts, and for jobs_since
             "_name": row.get("JobName"), "_workdir": row.get("WorkDir"), "_comment": comment_of(row),
+            "_job_id": row["JobID"], "_state_text": row.get("State", ""), "_reason": row.get("Reason"),
+            "_submit_line": row.get("SubmitLine") or "", "_restarts": runs[raw] - 1,
         }
     return out
 
@@ -204,16 +239,17 @@ def _round(value: float | None) -> float | None:
 # Asking sacct
 
 
-def sacct(args: list[str], fields: tuple[str, ...] = FIELDS) -> list[dict] | None:
-    """Rows of ``sacct ARGS``; None where there is no sacct or it does not answer."""
+def sacct(args: list[str], fields: tuple[str, ...] = FIELDS, runner=None) -> list[dict] | None:
+    """Rows of ``sacct ARGS``; None where there is no sacct or it does not answer. ``runner``:
+    what runs the command (``subprocess.run`` by default; tests give recorded answers)."""
     if not shutil.which("sacct"):
         return None
-    cmd = ["sacct", "--parsable2", "--noheader", f"--delimiter={DELIMITER}", "--format=" + ",".join(fields), *args]
+    cmd = ["sacct", *args, "--parsable2", "--noheader", f"--delimiter={DELIMITER}", "--format=" + ",".join(fields)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+        done = (runner or subprocess.run)(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
-    if done.returncode != 0 or "accounting storage is disabled" in (done.stderr + done.stdout).lower():
+    if done.returncode != 0 or "accounting storage is disabled" in ((done.stderr or "") + done.stdout).lower():
         return None
     return parse_rows(done.stdout, fields)
 
@@ -260,5 +296,36 @@ def count_attempts(records: dict[str, dict], since: float | None = None) -> None
         record["attempt"] = max(1, len(same))
 
 
-__all__ = ["job_records", "parse_duration", "parse_memory_mb", "parse_rows", "records_from_rows", "expand_nodes",
+def jobs_since(since: float | None = None, runner=None) -> list[dict] | None:
+    """Every job Slurm's accounting has since ``since`` (epoch seconds; the last 7 days without),
+    its latest run each, oldest first: its record (``RECORD_KEYS``; ``attempt`` left None) with
+    ``job_name``, ``comment`` (stored, or from the submit line), ``workdir``, ``reason``,
+    ``state_text`` (sacct's own, e.g. ``CANCELLED by 0``), ``submit_line`` and ``restarts`` (how
+    often Slurm requeued it). None where there is no accounting to ask."""
+    start = (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 60)) if since is not None
+             else "now-7days")
+    # --endtime in the future: a job held by --begin becomes eligible then, and sacct leaves out a
+    # job not eligible before the end of the window (by default: now).
+    rows = sacct(["-X", "-D", "--starttime", start, "--endtime", "now+365days"], LIST_FIELDS, runner)
+    if rows is None:
+        return None
+    jobs = []
+    for raw, record in records_from_rows([r for r in rows if r.get("JobIDRaw", "").isdigit()]).items():
+        public = {k: v for k, v in record.items() if not k.startswith("_")}
+        jobs.append(public | {
+            "job_name": record["_name"] or "", "comment": record["_comment"] or "",
+            "workdir": record["_workdir"] or "", "reason": record["_reason"],
+            "state_text": record["_state_text"], "submit_line": record["_submit_line"],
+            "restarts": record["_restarts"], "array_job_id": array_job_of(record["_job_id"]),
+        })
+    return jobs
+
+
+def array_job_of(job_id: str | None) -> str | None:
+    """The array's job id of an array task's ``JobID`` (``40_1`` -> ``40``); None otherwise."""
+    m = re.fullmatch(r"(\d+)_\d+", job_id or "")
+    return m[1] if m else None
+
+
+__all__ = ["job_records", "jobs_since", "sacct", "normal_state", "parse_exit", "submit_option", "comment_of", "parse_duration", "parse_memory_mb", "parse_rows", "records_from_rows", "expand_nodes",
            "empty_record", "RECORD_KEYS"]

@@ -11,7 +11,9 @@ A shard is
 Slurm is asked two ways, and both answers are merged by job id:
 - its accounting, ``sacct -X -D`` (every job since the store was created, finished ones too, for
   as long as the site keeps accounting; ``-D`` lists a requeued job once per run, which gives its
-  restart count); absent where there is no ``sacct`` or the site has no accounting storage;
+  restart count), read by ``hpc.execution.accounting.jobs_since``, the one reader of sacct that
+  aggregate's execution trace uses too; absent where there is no ``sacct`` or the site has no
+  accounting storage;
 - its queue, ``squeue -t all``: live jobs, and finished ones for MinJobAge seconds (300 by
   default). Where a job is in both, the queue's state, nodes and reason win (slurmctld's own,
   while slurmdbd may lag by a second), the accounting's exit code and log path are kept.
@@ -47,16 +49,13 @@ import numpy as np
 
 from hpc.core import paths, timefmt, zarrio
 from hpc.core.errors import SpecError
+from hpc.execution import accounting
 from hpc.sweep import store
 from hpc.sweep.plan import read_plan
 
 SHARD_COMMENT = re.compile(r"^rule_run_shard_wildcards_(\d+)$")
 SHARD_SLURM_LOG = re.compile(r"/rule_run_shard/(\d+)/[^/]*$")  # the plugin's --output for a shard job
-SACCT_FIELDS = ("job_id", "job_name", "comment", "state", "exit", "submit", "start", "end", "nodes", "reason",
-                "submit_line", "workdir")
-SACCT_FORMAT = "JobIDRaw,JobName,Comment,State,ExitCode,Submit,Start,End,NodeList,Reason,SubmitLine,WorkDir"
-DELIMITER = "|#|"  # between sacct's and squeue's fields: a submit line or a directory may hold a '|'
-SACCT_DELIMITER = DELIMITER
+DELIMITER = "|#|"  # between squeue's fields: a directory may hold a '|'
 SQUEUE_FIELDS = ("job_id", "job_name", "comment", "state", "submit", "start", "end", "nodes", "reason", "restarts",
                  "slurm_log", "workdir")
 SQUEUE_FORMAT = ",".join(f"{f}:{DELIMITER}" for f in ("JobID", "Name", "Comment", "State", "SubmitTime", "StartTime",
@@ -85,29 +84,11 @@ shard_log_path = paths.shard_log_path  # where workflow/rules/sweep.smk sends a 
 # Slurm
 
 
-def normal_state(state: str) -> str:
-    """Slurm's state word: ``CANCELLED by 0`` is CANCELLED, ``RUNNING+`` RUNNING."""
-    return (state or "").split()[0].rstrip("+") if (state or "").split() else ""
-
-
-def _exit(text: str) -> tuple[int | None, int | None]:
-    """sacct's ExitCode ``3:0``: (exit code, signal)."""
-    match = re.fullmatch(r"(\d+):(\d+)", (text or "").strip())
-    return (int(match.group(1)), int(match.group(2))) if match else (None, None)
+normal_state = accounting.normal_state  # Slurm's state word: ``CANCELLED by 0`` is CANCELLED
 
 
 def _null(text: str) -> str:
     return "" if text in ("(null)", "N/A", "None assigned") else text
-
-
-def _option(submit_line: str, *names: str) -> str | None:
-    """An option's value in an sbatch command line, before any ``--wrap`` (the job's own command)."""
-    head = re.split(r"\s--wrap\b", submit_line, maxsplit=1)[0]
-    for name in names:
-        match = re.search(rf"(?:^|\s){re.escape(name)}(?:=|\s+)(?:'([^']*)'|(\S+))", head)
-        if match:
-            return match.group(1) if match.group(1) is not None else match.group(2)
-    return None
 
 
 def _log_file(pattern: str | None, job: dict) -> str | None:
@@ -122,42 +103,22 @@ def _log_file(pattern: str | None, job: dict) -> str | None:
     return path
 
 
-def sacct_jobs(since: float | None = None, runner=subprocess.run) -> list[dict] | None:
+def sacct_jobs(since: float | None = None, runner=None) -> list[dict] | None:
     """Every job Slurm's accounting has since ``since`` (epoch seconds; the last 7 days without),
-    its latest run each, or None where there is no accounting to ask."""
-    if not shutil.which("sacct"):
+    its latest run each, or None where there is no accounting to ask (read by
+    ``hpc.execution.accounting.jobs_since``)."""
+    accounted = accounting.jobs_since(since, runner)
+    if accounted is None:
         return None
-    start = (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 60)) if since is not None
-             else "now-7days")
-    try:
-        # --endtime in the future: a job held by --begin becomes eligible then, and sacct leaves out
-        # a job not eligible before the end of the window (by default: now).
-        result = runner(["sacct", "-X", "-D", "-P", "--noheader", f"--delimiter={SACCT_DELIMITER}",
-                         "--starttime", start, "--endtime", "now+365days", f"--format={SACCT_FORMAT}"],
-                        capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
-        return None  # e.g. "Slurm accounting storage is disabled"
-    runs: dict[str, list[dict]] = {}
-    for line in result.stdout.splitlines():
-        parts = line.split(SACCT_DELIMITER)
-        if len(parts) > len(SACCT_FIELDS):  # a delimiter inside the last fields: the directory last
-            parts = parts[:10] + [SACCT_DELIMITER.join(parts[10:-1]), parts[-1]]
-        if len(parts) != len(SACCT_FIELDS) or not parts[0].strip().isdigit():
-            continue
-        job = dict(zip(SACCT_FIELDS, (p.strip() for p in parts)))
-        runs.setdefault(job["job_id"], []).append(job)
     jobs = []
-    for job_runs in runs.values():
-        job = dict(job_runs[-1], restarts=len(job_runs) - 1)  # -D: a requeued job once per run, the latest last
-        for key in ("submit", "start", "end"):
-            job[key] = timefmt.iso_epoch(job[key])  # the cluster's local time, no zone; None for Unknown
-        job["exit_code"], job["signal"] = _exit(job.pop("exit"))
-        job["comment"] = _null(job["comment"]) or _option(job["submit_line"], "--comment") or ""
-        job["nodes"] = _null(job["nodes"])
-        job["slurm_log"] = _log_file(_option(job["submit_line"], "--output", "-o"), job)
-        job["source"] = "sacct"
+    for record in accounted:
+        job = {"job_id": record["job_id"], "job_name": record["job_name"], "comment": record["comment"],
+               "state": record["state_text"], "submit": record["submit"], "start": record["job_start"],
+               "end": record["job_end"], "nodes": record["nodes"] or "", "reason": record["reason"],
+               "submit_line": record["submit_line"], "workdir": record["workdir"], "restarts": record["restarts"],
+               "array_task": record["array_task"], "source": "sacct"}
+        job["exit_code"], job["signal"] = accounting.parse_exit(record["exit_code"])
+        job["slurm_log"] = _log_file(accounting.submit_option(record["submit_line"], "--output", "-o"), job)
         jobs.append(job)
     return jobs
 
