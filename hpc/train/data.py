@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -49,18 +50,31 @@ class Dataset:
     units: str = ""
     points: dict = field(default_factory=dict)  # counts of parameter points: train, heldout, dropped
     heldout_params: dict[str, np.ndarray] = field(default_factory=dict)  # swept values at held-out points
+    # A user's Zarr store (hpc.train.zarrdata): its blocks, its reader; streamed: x_train/y_train are
+    # None and the rows of each step are read from the store.
+    blocks: object = None
+    store: object = None
+    streamed: bool = False
 
     @property
     def n_train(self) -> int:
-        return len(self.x_train)
+        return self.blocks.n_train if self.blocks is not None else len(self.x_train)
 
     @property
     def features(self) -> int:
-        return self.x_train.shape[1]
+        return len(self.x_mean)
 
     @property
     def outputs(self) -> int:
-        return self.y_train.shape[1]
+        return len(self.y_mean)
+
+    def order(self, position, epoch, seed: int, xp=np):
+        """Training-row indices at ``position`` of ``epoch`` (the data order; elementwise)."""
+        if self.blocks is not None:
+            from hpc.train.zarrdata import order_indices
+
+            return order_indices(position, epoch, seed, len(self.blocks.train), self.blocks.size, xp)
+        return permute(position, epoch, seed, self.n_train, xp)
 
     def normalization(self) -> dict:
         return {k: [float(v) for v in getattr(self, k)] for k in ("x_mean", "x_std", "y_mean", "y_std")}
@@ -70,10 +84,49 @@ class Dataset:
                 "train_rows": int(self.n_train), "heldout_rows": int(len(self.x_heldout)), "points": self.points}
 
 
-def load_dataset(spec: TrainSpec, root=None) -> Dataset:
+def load_dataset(spec: TrainSpec, root=None, stream: bool | None = None) -> Dataset:
     if spec.data.kind == "synthetic":
         return synthetic_dataset(spec.data.synthetic, spec.data.holdout, spec.seed)
+    if spec.data.kind == "zarr":
+        return zarr_dataset(spec, spec.data.stream if stream is None else stream)
     return sweep_dataset(spec, root)
+
+
+COST_ROWS = 4096  # held-out rows kept in memory from a zarr data set (the surrogate's cost, its check)
+
+
+def zarr_dataset(spec: TrainSpec, stream: bool) -> Dataset:
+    """A user's Zarr store (hpc.train.zarrdata): the training rows in memory (in the order of
+    their blocks) or, streamed, read from the store step by step; the standardization from one
+    pass over the store either way."""
+    from hpc.train import zarrdata
+
+    data = spec.data
+    blocks = zarrdata.cut_blocks(data.store["rows"], data.store["chunk"], data.holdout, spec.seed)
+    cache = -(-spec.batch_size // blocks.size) + 3  # the blocks one step can touch, and the next
+    rows = zarrdata.StoreRows(Path(data.zarr), list(data.inputs), data.target, blocks, cache_blocks=cache)
+    rows.statistics(f"train {spec.name}")
+    x_train = y_train = None
+    if not stream:
+        parts = [rows.standardized(*blocks.span(b)) for b in blocks.train]
+        x_train = np.concatenate([p[0] for p in parts])
+        y_train = np.concatenate([p[1] for p in parts])
+    sample = next(rows.heldout_blocks(COST_ROWS))
+    columns = [f"{n}[{j}]" if k > 1 else n for n, k in data.store["columns"].items() for j in range(k)]
+    return Dataset(
+        x_train=x_train, y_train=y_train, x_heldout=sample[0], y_heldout=sample[1],
+        x_mean=rows.x_mean, x_std=rows.x_std, y_mean=rows.y_mean, y_std=rows.y_std,
+        inputs=list(data.inputs), units=_units(data.zarr, data.target),
+        points={"train": blocks.n_train, "heldout": blocks.heldout_rows(), "dropped": 0,
+                "block_rows": blocks.size, "columns": columns},
+        heldout_params={"x": sample[0]}, blocks=blocks, store=rows, streamed=stream,
+    )
+
+
+def _units(path, name: str) -> str:
+    import zarr
+
+    return str(zarr.open_group(str(path), mode="r")[name].attrs.get("units", ""))
 
 
 def _standardize(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

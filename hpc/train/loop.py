@@ -7,6 +7,9 @@ compile, train block by block, then record a stop or the finished run.
 - One mesh (axis ``data``) over every device of every process. The training rows are replicated
   on every device; each device builds its own share of the global batch from the data order
   (``hpc.train.data.permute``) inside the compiled step, so no batch travels from the host.
+  A streamed Zarr data set (hpc.train.zarrdata) instead has each process read, in a background
+  thread, the rows of its own devices for the coming block of steps from the store (the same
+  data order, computed on the host), handed to the block as one array sharded by rows.
 - Parameters and optimizer state are replicated (data parallel: XLA all-reduces the gradients),
   or, with ``shard_params``, each array is split along its largest axis that the device count
   divides (FSDP-style: XLA gathers the parameters for the forward pass and reduce-scatters the
@@ -42,7 +45,7 @@ from hpc.core.timefmt import now_iso
 from hpc.execution import compile_cache, distributed
 from hpc.train import checkpoint as ckpt_lib
 from hpc.train import metrics
-from hpc.train.data import Dataset, batch_origin, load_dataset, permute
+from hpc.train.data import Dataset, batch_origin, load_dataset
 from hpc.train.network import build_network
 from hpc.train.optim import build_optimizer, schedule
 from hpc.train.spec import TrainSpec, load_train_spec
@@ -115,23 +118,28 @@ def init_function(network, tx, features: int):
     return init
 
 
-def device_batch_function(spec: TrainSpec, n_train: int, n_devices: int):
+def device_batch_function(spec: TrainSpec, dataset: Dataset, n_devices: int):
     """Each device's rows of the global batch at a batch origin (epoch0, offset): positions
     offset + d·b ... of the epoch stream (hpc.train.data), gathered inside the compiled step."""
     import jax
     import jax.numpy as jnp
 
     local_batch = spec.batch_size // n_devices
-    seed = spec.seed
+    seed, n_train = spec.seed, dataset.n_train
 
     def device_batch(x_all, y_all, epoch0, offset):
         first = offset + jax.lax.axis_index("data") * local_batch
         position = first + jnp.arange(local_batch, dtype=jnp.int32)
         epoch = epoch0 + position // n_train
-        index = permute(position % n_train, epoch, seed, n_train, jnp)
+        index = dataset.order(position % n_train, epoch, seed, jnp)
         return x_all[index], y_all[index]
 
     return device_batch
+
+
+def given_batch(x, y):
+    """A streamed step's rows: each device's share arrives as its block of the batch."""
+    return x, y
 
 
 def loss_function(network):
@@ -144,7 +152,7 @@ def loss_function(network):
     return batch_loss
 
 
-def data_parallel_gradients(network, mesh, device_batch):
+def data_parallel_gradients(network, mesh, device_batch, batch_specs):
     """(gradients, loss, any process stopping) with replicated parameters: each device's gradient
     on its rows, then one all-reduce of one flat vector (gradients, loss and the stop flag
     together): one collective per step."""
@@ -156,18 +164,19 @@ def data_parallel_gradients(network, mesh, device_batch):
     batch_loss = loss_function(network)
     n_devices = mesh.devices.size
 
-    def device_gradients(params, x_all, y_all, epoch0, offset, stop):
-        loss, grads = jax.value_and_grad(batch_loss)(params, *device_batch(x_all, y_all, epoch0, offset))
+    def device_gradients(params, *args):
+        *batch_args, stop = args
+        loss, grads = jax.value_and_grad(batch_loss)(params, *device_batch(*batch_args))
         flat, unflatten = ravel_pytree(grads)
         packed = jnp.concatenate([flat, loss[None], stop.astype(flat.dtype)])
         total = jax.lax.psum(packed, "data")
         return unflatten(total[:-2] / n_devices), total[-2] / n_devices, total[-1] > 0
 
-    return jax.shard_map(device_gradients, mesh=mesh, in_specs=(P(), P(), P(), P(), P(), P("data")),
+    return jax.shard_map(device_gradients, mesh=mesh, in_specs=(P(), *batch_specs, P("data")),
                          out_specs=(P(), P(), P()), check_vma=False)
 
 
-def sharded_gradients(network, mesh, device_batch):
+def sharded_gradients(network, mesh, device_batch, batch_specs):
     """(gradients, loss, any process stopping), FSDP-style: the batch is sharded, the parameters
     too; XLA gathers and scatters."""
     import jax
@@ -175,28 +184,35 @@ def sharded_gradients(network, mesh, device_batch):
     from jax.sharding import PartitionSpec as P
 
     batch_loss = loss_function(network)
-    make_batch = jax.shard_map(device_batch, mesh=mesh, in_specs=(P(), P(), P(), P()),
+    make_batch = jax.shard_map(device_batch, mesh=mesh, in_specs=tuple(batch_specs),
                                out_specs=(P("data"), P("data")), check_vma=False)
 
-    def gradients(params, x_all, y_all, epoch0, offset, stop):
-        x, y = make_batch(x_all, y_all, epoch0, offset)
+    def gradients(params, *args):
+        *batch_args, stop = args
+        x, y = make_batch(*batch_args)
         loss, grads = jax.value_and_grad(batch_loss)(params, x, y)
         return grads, loss, jnp.any(stop)
 
     return gradients
 
 
-def train_step_function(network, tx, mesh, spec: TrainSpec, n_train: int):
-    """One update from the batch at (epoch0, offset): the new state and its [loss, any process
-    stopping] report."""
+def train_step_function(network, tx, mesh, spec: TrainSpec, dataset: Dataset):
+    """One update from the batch at (epoch0, offset) (``train_step(state, x_all, y_all, epoch0,
+    offset, stop)``), or, streamed, from the batch given (``train_step(state, x, y, stop)``): the new
+    state and its [loss, any process stopping] report."""
     import jax.numpy as jnp
     import optax
+    from jax.sharding import PartitionSpec as P
 
-    device_batch = device_batch_function(spec, n_train, mesh.devices.size)
-    gradients = (sharded_gradients if spec.shard_params else data_parallel_gradients)(network, mesh, device_batch)
+    if dataset.streamed:
+        device_batch, batch_specs = given_batch, (P("data"), P("data"))
+    else:
+        device_batch, batch_specs = device_batch_function(spec, dataset, mesh.devices.size), (P(), P(), P(), P())
+    gradients = (sharded_gradients if spec.shard_params else data_parallel_gradients)(network, mesh, device_batch,
+                                                                                         batch_specs)
 
-    def train_step(state, x_all, y_all, epoch0, offset, stop):
-        grads, loss, any_stop = gradients(state["params"], x_all, y_all, epoch0, offset, stop)
+    def train_step(state, *args):
+        grads, loss, any_stop = gradients(state["params"], *args)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         # (loss, stop) in one small array: a block's reports come back in one transfer.
@@ -222,6 +238,24 @@ def train_block_function(train_step, batch_size: int, n_train: int):
         reports = jnp.zeros((SYNC_EVERY, 2), jnp.float32)
         state, reports, _, _ = jax.lax.fori_loop(0, count, body, (state, reports, epoch0, offset))
         return state, reports
+
+    return train_block
+
+
+def streamed_block_function(train_step):
+    """``count`` (<= SYNC_EVERY) steps on the batches given, (SYNC_EVERY, batch, ...) arrays whose
+    first ``count`` rows are the steps' batches: the new state and the steps' reports."""
+    import jax
+    import jax.numpy as jnp
+
+    def train_block(state, xs, ys, count, stop):
+        def body(i, carry):
+            state, reports = carry
+            state, report = train_step(state, xs[i], ys[i], stop)
+            return state, reports.at[i].set(report)
+
+        reports = jnp.zeros((SYNC_EVERY, 2), jnp.float32)
+        return jax.lax.fori_loop(0, count, body, (state, reports))
 
     return train_block
 
@@ -284,9 +318,17 @@ class Trainer:
     def _jit_block(self):
         import jax
 
-        train_step = train_step_function(self.network, self.tx, self.mesh, self.spec, self.dataset.n_train)
-        block = train_block_function(train_step, self.spec.batch_size, self.dataset.n_train)
+        train_step = train_step_function(self.network, self.tx, self.mesh, self.spec, self.dataset)
         r = self.replicated
+        if self.dataset.streamed:
+            from jax.sharding import NamedSharding
+            from jax.sharding import PartitionSpec as P
+
+            self.step_rows = NamedSharding(self.mesh, P(None, "data"))
+            return jax.jit(streamed_block_function(train_step), donate_argnums=(0,),
+                           in_shardings=(self.state_sharding, self.step_rows, self.step_rows, r, self.rows),
+                           out_shardings=(self.state_sharding, r))
+        block = train_block_function(train_step, self.spec.batch_size, self.dataset.n_train)
         return jax.jit(block, donate_argnums=(0,), in_shardings=(self.state_sharding, r, r, r, r, r, self.rows),
                        out_shardings=(self.state_sharding, r))
 
@@ -296,13 +338,20 @@ class Trainer:
         import jax
 
         dataset = self.dataset
-        self.x_train = self._place(dataset.x_train, self.replicated)
-        self.y_train = self._place(dataset.y_train, self.replicated)
-        self.heldout = self._blocks(dataset.x_heldout, dataset.y_heldout)
         n_train = dataset.n_train
         sample = np.sort(np.random.default_rng([self.spec.seed, 0x7E57]).permutation(n_train)[:min(n_train, TRAIN_SAMPLE)])
-        y_sample = dataset.y_train[sample] * dataset.y_std + dataset.y_mean
-        self.train_sample = self._blocks(dataset.x_train[sample], y_sample.astype(np.float32))
+        if dataset.streamed:
+            self.x_train = self.y_train = None
+            x_sample, y_sample = dataset.store.rows(sample)
+        else:
+            self.x_train = self._place(dataset.x_train, self.replicated)
+            self.y_train = self._place(dataset.y_train, self.replicated)
+            x_sample, y_sample = dataset.x_train[sample], dataset.y_train[sample]
+        # a Zarr data set's held-out rows are read block by block at each evaluation
+        self.heldout = None if dataset.store is not None else self._blocks(dataset.x_heldout, dataset.y_heldout)
+        y_sample = y_sample * dataset.y_std + dataset.y_mean
+        self.train_sample = self._blocks(x_sample, y_sample.astype(np.float32))
+        self.prefetch = None
         stop_local = np.zeros(len(jax.local_devices()), bool)
         self.stop_flags = {flag: jax.make_array_from_process_local_data(self.rows, stop_local | flag)
                            for flag in (False, True)}
@@ -336,23 +385,96 @@ class Trainer:
     def compile(self, state):
         """Compile the block ahead of time (so step times are run times)."""
         zero = np.int32(0)
+        if self.dataset.streamed:
+            import jax
+
+            shape = (SYNC_EVERY, self.spec.batch_size)
+            xs = jax.ShapeDtypeStruct((*shape, self.dataset.features), np.float32, sharding=self.step_rows)
+            ys = jax.ShapeDtypeStruct((*shape, self.dataset.outputs), np.float32, sharding=self.step_rows)
+            self.compiled_block = self._block.lower(state, xs, ys, zero, self.stop_flags[False]).compile()
+            return
         self.compiled_block = self._block.lower(state, self.x_train, self.y_train, zero, zero, zero,
                                                 self.stop_flags[False]).compile()
+
+    def start_stream(self, blocks) -> None:
+        """Streamed data: prefetch the batches of ``blocks`` ((first_step, count), in the order the
+        loop runs them) in a background thread."""
+        from hpc.train.zarrdata import Prefetcher
+
+        if self.dataset.streamed:
+            self.prefetch = Prefetcher(self._host_batch, blocks)
+
+    def _local_row_ranges(self) -> list[tuple[int, int]]:
+        """The rows of the global batch this process's devices hold: (start, stop) per local device."""
+        import jax
+
+        local = self.spec.batch_size // self.n_devices
+        mine = {d.id for d in jax.local_devices()}
+        return [(i * local, (i + 1) * local) for i, d in enumerate(self.mesh.devices.flat) if d.id in mine]
+
+    def _host_batch(self, first_step: int, count: int) -> dict:
+        """This process's rows of steps first_step ... first_step + count - 1, read from the store:
+        {row range: (x, y)} with (SYNC_EVERY, rows, ...) arrays, the steps after ``count`` zero."""
+        from hpc.train.zarrdata import batch_rows
+
+        dataset, spec = self.dataset, self.spec
+        out = {}
+        for start, stop in self._local_row_ranges():
+            x = np.zeros((SYNC_EVERY, stop - start, dataset.features), np.float32)
+            y = np.zeros((SYNC_EVERY, stop - start, dataset.outputs), np.float32)
+            for i in range(count):
+                index = batch_rows(spec.seed, first_step + i, spec.batch_size, dataset.blocks, start, stop - start)
+                x[i], y[i] = dataset.store.rows(index)
+            out[start] = (x, y)
+        return out
+
+    def _place_batch(self, host: dict):
+        import jax
+
+        shape = (SYNC_EVERY, self.spec.batch_size)
+
+        def piece(which: int, width: int):
+            return jax.make_array_from_callback((*shape, width), self.step_rows,
+                                                lambda index: host[index[1].start or 0][which])
+
+        return piece(0, self.dataset.features), piece(1, self.dataset.outputs)
 
     def run_block(self, state, first_step: int, count: int, stop: bool):
         """Steps ``first_step`` ... ``first_step + count - 1``: (new state, their [loss, any process
         stopping] rows as numpy, waiting for them)."""
         if not 0 < count <= SYNC_EVERY:
             raise ValueError(f"a block runs 1 to {SYNC_EVERY} steps, not {count}")
+        if self.dataset.streamed:
+            xs, ys = self._place_batch(self.prefetch.get(first_step, count))
+            state, reports = self.compiled_block(state, xs, ys, np.int32(count), self.stop_flags[bool(stop)])
+            return state, np.asarray(reports)[:count]
         epoch0, offset = batch_origin(first_step, self.spec.batch_size, self.dataset.n_train)
         state, reports = self.compiled_block(state, self.x_train, self.y_train, np.int32(epoch0), np.int32(offset),
                                              np.int32(count), self.stop_flags[bool(stop)])
         return state, np.asarray(reports)[:count]
 
+    def _heldout_sums(self, state) -> tuple[float, float, float, int]:
+        """(sum of squared errors, largest error, standardized sum, values) over the held-out rows;
+        a Zarr data set's read from the store in blocks of EVAL_BLOCK rows."""
+        if self.heldout is not None:
+            xb, yb, mb, count = self.heldout
+            return (*(float(v) for v in self._evaluate(state["params"], xb, yb, mb)), count)
+        sq = worst = sq_std = 0.0
+        count = 0
+        for x, y in self.dataset.store.heldout_blocks(EVAL_BLOCK):
+            xb, yb, mb, n = self._blocks(x, y)
+            a, b, c = (float(v) for v in self._evaluate(state["params"], xb, yb, mb))
+            sq, worst, sq_std, count = sq + a, max(worst, b), sq_std + c, count + n
+        return sq, worst, sq_std, count
+
     def evaluate(self, state) -> dict[str, float]:
         out = {}
-        for prefix, (xb, yb, mb, count) in (("heldout", self.heldout), ("train", self.train_sample)):
-            sq, worst, sq_std = (float(v) for v in self._evaluate(state["params"], xb, yb, mb))
+        for prefix in ("heldout", "train"):
+            if prefix == "heldout":
+                sq, worst, sq_std, count = self._heldout_sums(state)
+            else:
+                xb, yb, mb, count = self.train_sample
+                sq, worst, sq_std = (float(v) for v in self._evaluate(state["params"], xb, yb, mb))
             out[f"{prefix}_rmse"] = math.sqrt(sq / count)
             out[f"{prefix}_max_error"] = worst
             if prefix == "heldout":
@@ -420,6 +542,14 @@ def block_end(t: int, spec: TrainSpec) -> int:
                (t // spec.checkpoint_every + 1) * spec.checkpoint_every)
 
 
+def block_plan(t: int, spec: TrainSpec):
+    """The blocks (first step, count) from step ``t`` to the last, as the loop cuts them."""
+    while t < spec.steps:
+        end = block_end(t, spec)
+        yield t, end - t
+        t = end
+
+
 class TrainingRun:
     """One attempt at a run in this process: restore or initialize the state and compile; then
     train block by block (``train``: evaluations and per-step rows into train.zarr on process 0,
@@ -441,6 +571,7 @@ class TrainingRun:
         self.state = self._restore_or_init()
         self.t = int(self.restored_from or 0)  # updates done
         compile_s = self._compile()
+        self.trainer.start_stream(block_plan(self.t, spec))
         self.group = self._open_metrics() if self.lead else None
         # The record saved with each checkpoint.
         self.meta = {"digest": spec.digest(), "name": spec.name, "normalization": self.dataset.normalization(),
@@ -485,6 +616,9 @@ class TrainingRun:
         return metrics.open_or_create(paths.train_store_path(spec.name, self.root), spec, dataset.units, {
             "data": dataset.describe(), "normalization": dataset.normalization(), "layout": self.layout,
             "batch_size": spec.batch_size, "steps": spec.steps,
+            # where the network came from: a user's module names its file and sha256 (or package and version)
+            "network": {k: v for k, v in spec.network.items() if k != "base"},
+            **({"data_store": spec.data.zarr, "data_streamed": dataset.streamed} if spec.data.kind == "zarr" else {}),
         })
 
     def train(self, stop: StopRequest) -> None:
@@ -494,6 +628,10 @@ class TrainingRun:
             self.evaluate(0)
         while self.t < self.spec.steps and not self.stopping:
             self._run_block(block_end(self.t, self.spec), stop.requested)
+        if self.trainer.prefetch is not None:
+            self.trainer.prefetch.close()
+            self.segment["prefetch_wait_s"] = round(self.trainer.prefetch.wait_s, 3)
+            self.segment["store_read_s"] = round(self.dataset.store.read_s, 3)
         self.checkpoints.wait()
         self.segment.update({"last_step": self.t, "end": now_iso(), "train_s": round(self.train_s, 3),
                              "reason": "stopped (SIGTERM)" if self.stopping else "completed"})

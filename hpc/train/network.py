@@ -1,4 +1,4 @@
-"""The networks (flax.linen): the MLP of the seed talks and a residual MLP.
+"""The networks (flax.linen): the MLP of the seed talks, a residual MLP, and a user's own module.
 
 MLP:           f_θ = A_{m+1} ∘ σ ∘ A_m ∘ … ∘ σ ∘ A_1,     A_j x = W_j x + b_j
 Residual MLP:  h_0 = A_0 x,  h_{j+1} = h_j + A''_j σ(A'_j LayerNorm(h_j)),  f_θ = A_out σ(h_m)
@@ -6,14 +6,30 @@ Residual MLP:  h_0 = A_0 x,  h_{j+1} = h_j + A''_j σ(A'_j LayerNorm(h_j)),  f_�
 The skip connections keep gradients alive through deep stacks (the residual building block of
 the third seed talk). Parameters are float32; ``dtype`` sets the compute dtype of the layers
 (bfloat16 on GPUs), and the output is returned in float32.
+
+A user's network (``network: {module: "path/to/file.py:ClassName" | "package.module:ClassName",
+args: {...}}``) is a flax.linen Module class whose ``__call__`` maps (batch, features) to (batch,
+outputs); ``args`` are its constructor's keyword arguments, and a constructor field named
+``outputs`` (or ``out_features``, ``num_outputs``) receives the output count the data implies. A
+file path is resolved against the training spec's folder; its sha256 (or the package's version)
+is the network's provenance, part of the spec's digest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from hpc.core.errors import SpecError
 
 ACTIVATIONS = {
     "tanh": nn.tanh,
@@ -58,8 +74,132 @@ class ResidualMLP(nn.Module):
         return nn.Dense(self.outputs, dtype=dtype)(act(h)).astype(jnp.float32)
 
 
+OUTPUT_FIELDS = ("outputs", "out_features", "num_outputs")  # the output count goes to the first one a module has
+
+
+def _user_frame(exc: BaseException, path: Path | None) -> str:
+    """' (file.py, line N)' of the innermost frame of the user's file in exc's traceback, if any."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f" ({Path(exc.filename or '?').name}, line {exc.lineno})"
+    mine = [f for f in frames if path is not None and Path(f.filename) == path] or frames[-1:]
+    return f" ({Path(mine[-1].filename).name}, line {mine[-1].lineno})" if mine else ""
+
+
+def import_object(ref: str, base: Path | None, key: str):
+    """The object ``ref`` names, ``path/to/file.py:ATTR`` (relative to ``base``) or
+    ``package.module:ATTR``, with its provenance {file, sha256} or {package, version}."""
+    if ref.count(":") != 1 or not all(ref.split(":")):
+        raise SpecError(key, f"{ref!r} is not FILE.py:NAME or package.module:NAME")
+    where, attr = ref.split(":")
+    if where.endswith(".py") or "/" in where:
+        path = Path(where)
+        if not path.is_absolute():
+            path = (base or Path.cwd()) / path
+        path = path.resolve()
+        if not path.is_file():
+            raise SpecError(key, f"file {str(path)!r} not found", "a relative path is taken from the spec's folder")
+        blob = path.read_bytes()
+        sha = hashlib.sha256(blob).hexdigest()
+        name = f"hpc_user_{path.stem}_{sha[:12]}"
+        if name not in sys.modules:
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module  # flax's dataclasses look their module up
+            try:
+                loader_spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[name]
+                raise SpecError(key, f"importing {path.name} failed: {type(exc).__name__}: {exc}"
+                                + _user_frame(exc, path)) from None
+        module, provenance = sys.modules[name], {"file": str(path), "sha256": sha}
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as exc:
+            raise SpecError(key, f"importing {where} failed: {type(exc).__name__}: {exc}" + _user_frame(exc, None)) from None
+        top = where.split(".")[0]
+        try:
+            version = importlib.metadata.version(top)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        provenance = {"package": where, "version": version}
+        if version is None and getattr(module, "__file__", None):  # not installed: hash its source instead
+            provenance["sha256"] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+    if not hasattr(module, attr):
+        raise SpecError(key, f"{where} has no attribute {attr!r}")
+    return getattr(module, attr), provenance
+
+
+def _module_fields(cls) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
+def user_network(network: dict, outputs: int) -> nn.Module:
+    """The user's module of a checked ``network`` section, built with its args (and ``outputs``)."""
+    cls, _ = import_object(network["module"], Path(network["base"]) if network.get("base") else None,
+                           "network.module")
+    args = dict(network["args"])
+    if network.get("outputs_field"):
+        args[network["outputs_field"]] = outputs
+    return cls(**args)
+
+
+def check_user_network(given: dict, base: Path | None, batch: int, features: int | None,
+                       outputs: int | None) -> dict:
+    """The checked ``network`` section of a user's module: imported, built with its args, and
+    initialized and applied abstractly (jax.eval_shape) on a (batch, features) batch, whose output
+    must be (batch, outputs) floats. ``features``/``outputs`` None: the data's shape is not known yet."""
+    import jax
+
+    ref = given["module"]
+    cls, provenance = import_object(ref, base, "network.module")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise SpecError("network.module", f"{ref} is not a flax.linen Module class ({type(cls).__name__})",
+                        "subclass flax.linen.Module and define __call__(self, x)")
+    args = dict(given.get("args", {}))
+    fields = _module_fields(cls)
+    outputs_field = next((f for f in OUTPUT_FIELDS if f in fields and f not in args), None)
+    unknown = [a for a in args if a not in fields]
+    if unknown:
+        raise SpecError(f"network.args.{unknown[0]}", f"{cls.__name__} takes no argument {unknown[0]!r}",
+                        "its fields: " + ", ".join(sorted(fields - {"parent", "name"})))
+    checked = {"kind": "module", "module": ref, "args": args, "outputs_field": outputs_field,
+               "provenance": provenance, "base": str(base) if base else None}
+    if features is None or outputs is None:
+        return checked
+    try:
+        module = cls(**{**args, **({outputs_field: outputs} if outputs_field else {})})
+        # Abstract throughout (the key too): no device is touched, so a job's processes can still
+        # join jax.distributed after reading the spec.
+        x = jax.ShapeDtypeStruct((batch, features), jnp.float32)
+        variables = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), x)
+        out = jax.eval_shape(module.apply, variables, x)
+    except SpecError:
+        raise
+    except Exception as exc:
+        path = Path(provenance["file"]) if "file" in provenance else None
+        raise SpecError("network", f"{cls.__name__} fails on a ({batch}, {features}) batch: {type(exc).__name__}: "
+                        + str(exc).splitlines()[0] + _user_frame(exc, path)) from None
+    if not hasattr(out, "shape") or tuple(out.shape) != (batch, outputs):
+        shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+        raise SpecError("network", f"{cls.__name__} maps a ({batch}, {features}) batch to {shape}, "
+                        f"not ({batch}, {outputs})",
+                        "the data has %d outputs; " % outputs + ("it is passed as " + outputs_field if outputs_field
+                                                                  else "give the module an 'outputs' field"))
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise SpecError("network", f"{cls.__name__} returns {out.dtype}, not floats")
+    if "params" not in variables:
+        raise SpecError("network", f"{cls.__name__} has no parameters to train")
+    return checked
+
+
 def build_network(network: dict, outputs: int) -> nn.Module:
     """The network a (checked) spec's ``network`` section describes, with ``outputs`` outputs."""
+    if network["kind"] == "module":
+        return user_network(network, outputs)
     if network["kind"] == "residual_mlp":
         return ResidualMLP(width=network["widths"][0], depth=len(network["widths"]), outputs=outputs,
                            activation=network["activation"], dtype=network["dtype"])
@@ -69,6 +209,8 @@ def build_network(network: dict, outputs: int) -> nn.Module:
 
 def matmul_flops_per_sample(network: dict, features: int, outputs: int) -> int:
     """Multiply-add FLOPs (2 per MAC) of one forward pass; a training step costs about 3x."""
+    if network["kind"] == "module":
+        return 0  # unknown for a user's module
     widths = network["widths"]
     if network["kind"] == "residual_mlp":
         w = widths[0]

@@ -18,24 +18,35 @@ from hpc.core.errors import SpecError
 from hpc.models import get_model
 from hpc.sweep.spec import Spec, load_spec
 
-DATA_FORMS = "data is {sweep: FILE, inputs: [...], target: OUTPUT} or {synthetic: {samples: N}}"
+DATA_FORMS = ("data is {sweep: FILE, inputs: [...], target: OUTPUT}, {zarr: STORE, inputs: [...], target: VARIABLE} "
+              "or {synthetic: {samples: N}}")
+NETWORK_KEYS = ("kind", "width", "depth", "widths", "activation", "dtype")  # of the built-in networks
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What the network learns: a sweep's store, or a synthetic data set."""
+    """What the network learns: a sweep's store, a user's Zarr store, or a synthetic data set."""
 
-    kind: str  # "sweep" or "synthetic"
+    kind: str  # "sweep", "zarr" or "synthetic"
     holdout: float
     sweep_file: str | None = None  # resolved path of the sweep spec
     sweep: Spec | None = None
     inputs: tuple[str, ...] = ()
     target: str | None = None
     synthetic: dict | None = None  # samples, features, outputs, noise, seed
+    features: int | None = None  # the network's inputs and outputs, where known before the data is read
+    outputs: int | None = None
+    zarr: str | None = None  # resolved path of a user's store
+    store: dict | None = None  # its layout (hpc.train.zarrdata.inspect_store)
+    stream: bool = False  # read the training rows from the store step by step
 
     def normalized(self) -> dict:
         if self.kind == "synthetic":
             return {"synthetic": self.synthetic, "holdout": self.holdout}
+        if self.kind == "zarr":
+            return {"zarr": self.zarr, "dim": self.store["dim"], "rows": self.store["rows"],
+                    "chunk": self.store["chunk"], "inputs": list(self.inputs), "target": self.target,
+                    "holdout": self.holdout}
         return {"sweep_digest": self.sweep.digest(), "sweep_name": self.sweep.name, "inputs": list(self.inputs),
                 "target": self.target, "holdout": self.holdout}
 
@@ -74,7 +85,7 @@ class TrainSpec:
         return {
             "name": self.name,
             "data": self.data.normalized(),
-            "network": self.network,
+            "network": network_identity(self.network),
             "optimizer": self.optimizer,
             "batch_size": self.batch_size,
             "steps": self.steps,
@@ -99,6 +110,15 @@ class TrainSpec:
         if gpus:
             return gpus
         return self.tasks * max(1, self.cpu_devices)
+
+
+def network_identity(network: dict) -> dict:
+    """What decides a network: for a user's module its reference, args and source hash (or package
+    version), not where the file lies."""
+    if network.get("kind") != "module":
+        return network
+    provenance = {k: v for k, v in network["provenance"].items() if k != "file"}
+    return {"module": network["module"], "args": network["args"], "provenance": provenance}
 
 
 def check_schema(data: Any) -> None:
@@ -149,10 +169,14 @@ def parse_train_spec(data: Any, text: str = "", path: Path | None = None) -> Tra
     if resources.get("tasks", 1) < resources.get("nodes", 1):
         raise SpecError("resources.tasks", f"{resources.get('tasks', 1)} tasks on {resources['nodes']} nodes",
                         "give at least one task (process) per node")
+    data_spec = _data(data["data"], full["data"], full["name"], path, full["seed"], resources)
+    if data_spec.kind == "zarr" and data_spec.store["train_rows"] < full["batch_size"]:
+        raise SpecError("batch_size", f"a global batch of {full['batch_size']} is more than the data set's "
+                        f"{data_spec.store['train_rows']} training rows", "use a smaller batch or more data")
     spec = TrainSpec(
         name=full["name"],
-        data=_data(data["data"], full["data"], full["name"], path),
-        network=_network(data["network"], full["network"]),
+        data=data_spec,
+        network=_network(data["network"], full["network"], path, full["batch_size"], data_spec),
         optimizer=_optimizer(data["optimizer"], full["optimizer"], steps),
         batch_size=full["batch_size"],
         steps=steps,
@@ -176,10 +200,15 @@ def parse_train_spec(data: Any, text: str = "", path: Path | None = None) -> Tra
     return spec
 
 
-def _data(given: dict, data: dict, name: str, path: Path | None) -> DataSpec:
+def _data(given: dict, data: dict, name: str, path: Path | None, seed: int, resources: dict) -> DataSpec:
     """The data section: ``given`` as written, ``data`` with its defaults."""
     holdout = data["holdout"]
     sweep_keys = [k for k in ("sweep", "inputs", "target") if k in given]
+    for key in ("dim", "stream"):
+        if key in given and "zarr" not in given:
+            raise SpecError(f"data.{key}", "is for a zarr data set", DATA_FORMS)
+    if "zarr" in given:
+        return _zarr_data(given, data, path, seed, resources)
     if "synthetic" in given:
         if sweep_keys:
             raise SpecError(f"data.{sweep_keys[0]}", "a synthetic data set takes no sweep, inputs or target", DATA_FORMS)
@@ -188,7 +217,7 @@ def _data(given: dict, data: dict, name: str, path: Path | None) -> DataSpec:
         if held < 1 or held >= syn["samples"]:
             raise SpecError("data.holdout", f"holds out {held} of {syn['samples']} samples",
                             "keep at least one sample for training and one held out")
-        return DataSpec("synthetic", holdout, synthetic=syn)
+        return DataSpec("synthetic", holdout, synthetic=syn, features=syn["features"], outputs=syn["outputs"])
     missing = [k for k in ("sweep", "inputs", "target") if k not in data]
     if missing:
         raise SpecError(f"data.{missing[0]}" if sweep_keys else "data", "missing", DATA_FORMS)
@@ -231,11 +260,57 @@ def _data(given: dict, data: dict, name: str, path: Path | None) -> DataSpec:
         raise SpecError("data.holdout", f"holds out {held} of the sweep's {n_points} points",
                         "keep at least one point for training and one held out")
     return DataSpec("sweep", holdout, sweep_file=str(sweep_file), sweep=sweep, inputs=tuple(data["inputs"]),
-                    target=target)
+                    target=target, features=len(data["inputs"]),
+                    outputs=_sweep_outputs(model, sweep, [d for d in model_dims if d not in data["inputs"]]))
 
 
-def _network(given: dict, net: dict) -> dict:
+def _sweep_outputs(model, sweep: Spec, out_dims: list[str]) -> int | None:
+    """The network's outputs on a sweep's store: the sizes of the target's model dimensions that are
+    not inputs (from the model's coords at the sweep's fixed values); None where they cannot be had."""
+    if not out_dims:
+        return 1
+    try:
+        coords = model.coords({**model.defaults(), **sweep.fixed})
+        return math.prod(len(coords[d]) for d in out_dims)
+    except Exception:
+        return None
+
+
+def _zarr_data(given: dict, data: dict, path: Path | None, seed: int, resources: dict) -> DataSpec:
+    """A user's Zarr store: its variables checked (hpc.train.zarrdata), its blocks cut."""
+    from hpc.train import zarrdata
+
+    for key in ("sweep", "synthetic"):
+        if key in given:
+            raise SpecError(f"data.{key}", "a zarr data set takes no sweep or synthetic", DATA_FORMS)
+    for key in ("inputs", "target"):
+        if key not in given:
+            raise SpecError(f"data.{key}", "missing", zarrdata.FORMS)
+    store = Path(given["zarr"])
+    if not store.is_absolute():
+        store = (path.resolve().parent if path is not None else Path.cwd()) / store
+    info = zarrdata.inspect_store(store.resolve(), list(given["inputs"]), given["target"], given.get("dim"))
+    blocks = zarrdata.cut_blocks(info["rows"], info["chunk"], data["holdout"], seed)
+    info = {**info, "train_rows": blocks.n_train, "heldout_rows": blocks.heldout_rows(), "block_rows": blocks.size}
+    stream = zarrdata.choose_stream(data["stream"], info, blocks, resources.get("mem_mb"))
+    return DataSpec("zarr", data["holdout"], inputs=tuple(given["inputs"]), target=given["target"],
+                    features=sum(info["columns"].values()), outputs=info["outputs"], zarr=str(store.resolve()),
+                    store=info, stream=stream)
+
+
+def _network(given: dict, net: dict, path: Path | None, batch_size: int, data: DataSpec) -> dict:
     """The network section: ``given`` as written, ``net`` with its defaults."""
+    if "module" in given:
+        from hpc.train.network import check_user_network
+
+        mixed = [k for k in NETWORK_KEYS if k in given]
+        if mixed:
+            raise SpecError(f"network.{mixed[0]}", "is for the built-in networks",
+                            "a module takes its settings in network.args")
+        base = path.resolve().parent if path is not None else None
+        return check_user_network(given, base, batch_size, data.features, data.outputs)
+    if "args" in given:
+        raise SpecError("network.args", "args are for a user's module", "give network.module too")
     kind = net["kind"]
     if "widths" in given:
         if kind != "mlp":
