@@ -90,9 +90,7 @@ def _cmd_train(args) -> int:
         from hpc.train.spec import load_train_spec
 
         spec = load_train_spec(args.spec)
-        data = spec.data.sweep_file or f"{spec.data.synthetic['samples']} synthetic samples"
-        print(f"{args.spec}: ok ({spec.network['kind']} {spec.network['widths']}, {spec.steps} steps of "
-              f"{spec.batch_size}, data {data}, digest {spec.digest()})")
+        print(f"{args.spec}: ok ({spec.summary()})")
         return 0
     if args.tasks > 1 or args.cpu_devices:
         import signal

@@ -100,6 +100,23 @@ class TrainSpec:
                 "keep_checkpoints": self.keep_checkpoints, "cpu_devices": self.cpu_devices,
                 "resources": self.resources, "sweep_file": self.data.sweep_file}
 
+    def summary(self) -> str:
+        """One line: the network, the steps and the data (for ``hpc train validate``)."""
+        net = self.network
+        if net["kind"] == "module":
+            prov = net["provenance"]
+            source = f"sha256 {prov['sha256'][:12]}" if "sha256" in prov else f"version {prov.get('version')}"
+            network = f"module {net['module']} ({source})"
+        else:
+            network = f"{net['kind']} {net['widths']}"
+        if self.data.kind == "zarr":
+            store = self.data.store
+            data = (f"{self.data.zarr} ({store['train_rows']} training rows, {store['heldout_rows']} held out"
+                    + (", streamed" if self.data.stream else "") + ")")
+        else:
+            data = self.data.sweep_file or f"{self.data.synthetic['samples']} synthetic samples"
+        return f"{network}, {self.steps} steps of {self.batch_size}, data {data}, digest {self.digest()}"
+
     def digest(self) -> str:
         """A hash of what the run computes; checkpoints of another digest are never resumed."""
         return specfile.digest(self.normalized())
