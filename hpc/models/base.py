@@ -81,6 +81,7 @@ class Model:
     ``coords(static)`` gives the coordinate values of every model dimension used by the outputs.
     It may depend on ``shape`` parameters only: they are the same at every point of a sweep, so
     one coordinate serves the whole store (a grid bound that moves the grid is a shape parameter).
+    A model whose outputs are all scalars may leave it out (no model dimensions).
 
     Every model returns the diagnostics ``iterations`` (int), ``error`` (float) and
     ``converged`` (bool) among its outputs.
@@ -96,10 +97,14 @@ class Model:
     parameters: tuple[Parameter, ...]
     outputs: tuple[Output, ...]
     solve: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
-    coords: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]
+    coords: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]] | None = None  # None: no model dimensions
     # Optional extra section for the report: (store as xarray.Dataset) -> table(s); see above.
     report_section: Callable[[Any], ReportTable | Sequence[ReportTable] | str | None] | None = None
     dim_units: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.coords is None:
+            object.__setattr__(self, "coords", no_model_dimensions)
 
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:
@@ -124,6 +129,11 @@ class Model:
 
         values = {**{p.name: p.default for p in self.parameters if p.role == "dynamic"}, **overrides}
         return {name: jnp.asarray(value, dtype) for name, value in values.items()}
+
+
+def no_model_dimensions(params: Mapping[str, Any]) -> dict:
+    """The coordinates of a model whose outputs are all scalars: none."""
+    return {}
 
 
 DIAGNOSTICS = (

@@ -42,6 +42,7 @@ class Summary:
     versions: dict
     parameters: Table
     spec_text: str
+    model_source: str = ""  # a model not built in: its file (or module, package) and the source's sha256
 
 
 def execution_totals(shards: list[dict], points: int) -> dict:
@@ -123,4 +124,19 @@ def summary_section(sweep: Sweep) -> Summary:
         versions=ds.attrs.get("versions") or {},
         parameters=swept_parameters(sweep),
         spec_text=ds.attrs.get("spec_text") or _spec_as_yaml(sweep.spec),
+        model_source=model_source_text(ds.attrs.get("model_source")),
     )
+
+
+def model_source_text(source: dict | None) -> str:
+    """``/x/growth.py:MODEL, sha256 1a2b...`` for a model not built in ('' for a built-in one)."""
+    if not source:
+        return ""
+    parts = [source.get("ref") or source.get("written", "")]
+    if source.get("kind") == "entry_point" and source.get("module"):
+        parts[0] += f" = {source['module']}:{source.get('attr')}"
+    if source.get("distribution"):
+        parts.append(f"package {source['distribution']} {source.get('version') or ''}".strip())
+    if source.get("sha256"):
+        parts.append(f"sha256 {source['sha256']}")
+    return ", ".join(parts)

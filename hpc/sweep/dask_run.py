@@ -39,7 +39,7 @@ def _cached_solver(plan_file: str, digest: str):
 
     plan = _cached_plan(plan_file, digest)
     compile_cache.enable(paths.root_of_plan(plan_file))  # the first worker compiles, the others load
-    return MeshSolver(get_model(plan.model), plan.precision, device_batch_size(plan))
+    return MeshSolver(get_model(plan.model, plan.spec.get("model_source")), plan.precision, device_batch_size(plan))
 
 
 def solve_chunk(plan_file: str, digest: str, chunk_id: int) -> dict:

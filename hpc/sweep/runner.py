@@ -261,7 +261,7 @@ def run_shard(plan: Plan, shard: int, root=None, chunk_ids: Iterable[int] | None
     """
     import jax
 
-    model = get_model(plan.model)
+    model = get_model(plan.model, plan.spec.get("model_source"))  # a changed model file is refused
     group = store.open_arrays(plan.name, root)
     chunk_ids = list(plan.shard_chunk_ids(shard) if chunk_ids is None else chunk_ids)
     todo = [c for c in chunk_ids if not store.region_done(group, plan.chunk_region(c))]

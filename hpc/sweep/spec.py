@@ -3,6 +3,11 @@
 Checks run in two steps, before anything is planned or submitted: the JSON schema
 (hpc/core/schemas/sweep.schema.yaml) for the shape of the file, then the model for names, types
 and bounds. Every mistake raises one SpecError naming the key and the fix.
+
+``model:`` is a built-in name, a file (``path/to/file.py:ATTR``, relative to the spec's folder),
+a module (``package.module:ATTR``) or an installed package's entry point (hpc.models.loading).
+A model that is not built in is also probed once at the spec's first point
+(``loading.check_solve``: abstract, no solve runs), and its source's hash enters the digest.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 
 from hpc.core import specfile
 from hpc.core.errors import SpecError
-from hpc.models import get_model
+from hpc.models import loading, resolve_model
 from hpc.models.base import Model, Parameter
 
 MAX_POINTS = 10_000_000  # beyond this a sweep is refused: split it into several specs
@@ -52,7 +57,7 @@ class Spec:
     """A checked sweep spec, with every swept dimension expanded to its values."""
 
     name: str
-    model: str
+    model: str  # what resolves the model in any process (hpc.models.get_model): a name, /abs/file.py:ATTR, ...
     fixed: dict[str, Any]  # every non-swept parameter, defaults filled in
     axes: tuple[Axis, ...]
     shards: int
@@ -66,6 +71,8 @@ class Spec:
     dask: dict = field(default_factory=dict)
     text: str = ""  # the spec as written
     raw: dict = field(default_factory=dict)
+    # Where the model comes from (hpc.models.loading.ModelRef); None: built in.
+    model_ref: loading.ModelRef | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -83,11 +90,14 @@ class Spec:
         """Everything that decides the store's contents, in a JSON-friendly form."""
         return {
             "name": self.name,
-            "model": self.model,
+            # As written for a model not built in (its hash follows): a spec and its model moved together keep their digest.
+            "model": self.model if self.model_ref is None or self.model_ref.builtin else self.model_ref.written,
             "fixed": self.fixed,
             "axes": [{"name": a.name, "kind": a.kind, "values": {k: list(v) for k, v in a.values.items()}} for a in self.axes],
             "shards": self.shards,
             "precision": self.precision,
+            # A model not built in: its source's hash (and package version), not where it lies.
+            **({"model_source": self.model_ref.digest_part()} if self.model_ref and not self.model_ref.builtin else {}),
         }
 
     def digest(self) -> str:
@@ -101,18 +111,23 @@ def check_schema(data: Any) -> None:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read, check and expand the sweep spec at ``path``."""
+    """Read, check and expand the sweep spec at ``path`` (a model file's relative path is taken
+    from the spec's folder)."""
     text, data = specfile.read_spec_file(path)
-    return parse_spec(data, text=text)
+    return parse_spec(data, text=text, base=Path(path).resolve().parent)
 
 
-def parse_spec(data: Any, text: str = "") -> Spec:
-    """Check the sweep spec ``data`` (as read from YAML) and expand it; one SpecError if it is wrong."""
+def parse_spec(data: Any, text: str = "", base: str | Path | None = None) -> Spec:
+    """Check the sweep spec ``data`` (as read from YAML) and expand it; one SpecError if it is wrong.
+
+    ``base`` is the folder a relative model file is taken from (the spec file's; by default the
+    working directory).
+    """
     if not isinstance(data, dict):
         raise SpecError("(top level)", "a spec is a YAML mapping of keys (name, model, sweep, ...)")
     check_schema(data)
     full = specfile.with_defaults("sweep", data)  # every default the schema states
-    model = get_model(full["model"])
+    model_ref, model = resolve_model(full["model"], base)
     fixed = model.defaults()
     for key, value in full["params"].items():
         param = _known_parameter(model, key, "params")
@@ -150,9 +165,12 @@ def parse_spec(data: Any, text: str = "") -> Spec:
         raise SpecError("dask", "dask settings given but backend is not dask", "add backend: dask")
     if shards > n_points:
         raise SpecError("shards", f"{shards} shards for {n_points} points", f"use at most {n_points} shards")
+    if not model_ref.builtin:
+        first = {**fixed, **{p: values[0] for axis in axes for p, values in axis.values.items()}}
+        _probe(model, model_ref, first, full["precision"])
     return Spec(
         name=full["name"],
-        model=model.name,
+        model=model.name if model_ref.builtin else model_ref.ref,
         fixed=fixed,
         axes=tuple(axes),
         shards=shards,
@@ -165,7 +183,20 @@ def parse_spec(data: Any, text: str = "") -> Spec:
         cpu_devices=full["cpu_devices"],
         text=text,
         raw=data,
+        model_ref=model_ref,
     )
+
+
+_PROBED: dict[tuple, None] = {}
+
+
+def _probe(model: Model, ref: loading.ModelRef, values: dict, precision: str) -> None:
+    """``loading.check_solve`` once per model source, static values and precision in a process."""
+    static = tuple((p.name, values[p.name]) for p in model.parameters if p.role != "dynamic")
+    key = (ref.ref, ref.sha256, static, precision)
+    if key not in _PROBED:
+        loading.check_solve(model, values, precision, ref.written)
+        _PROBED[key] = None
 
 
 def _known_parameter(model: Model, name: str, where: str) -> Parameter:

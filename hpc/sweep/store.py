@@ -80,7 +80,7 @@ def create_store(plan: Plan, root: Path | None = None) -> str:
     path = paths.store_path(plan.name, root)
     if zarrio.refuse_other_digest(path, plan.digest, "sweep"):
         return "kept"
-    model = get_model(plan.model)
+    model = get_model(plan.model, plan.spec.get("model_source"))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +120,16 @@ def plan_sweep(spec, plan_file: str | Path) -> tuple[Plan, str]:
 
 
 def check_not_another_spec(spec, root: Path | None = None) -> None:
-    """Refuse early (before any job) a spec whose name holds a store made from another spec."""
-    zarrio.refuse_other_digest(paths.store_path(spec.name, root), spec.digest(), "sweep")
+    """Refuse early (before any job) a spec whose name holds a store made from another spec
+    (or from another version of the model's file)."""
+    path = paths.store_path(spec.name, root)
+    made = zarrio.read_attrs(path)
+    before, now = (made.get("model_source") or {}).get("sha256"), getattr(spec.model_ref, "sha256", None)
+    if made.get("digest") not in (None, spec.digest()) and before and now and before != now:
+        raise SpecError("model", f"{made['model_source'].get('ref') or spec.model} changed since "
+                        f"{path.parent} was made (sha256 {now[:12]}, the store's {before[:12]})",
+                        "restore the model, choose a new sweep name, or delete that directory to start over")
+    zarrio.refuse_other_digest(path, spec.digest(), "sweep")
 
 
 def _build_store(path: Path, plan: Plan, model: Model) -> None:
@@ -135,6 +143,8 @@ def _build_store(path: Path, plan: Plan, model: Model) -> None:
         "title": f"sweep {plan.name}",
         "digest": plan.digest,
         "model": plan.model,
+        # A model not built in: its file or module, the source's sha256, the package's version.
+        **({"model_source": {**plan.spec["model_source"], "ref": plan.model}} if "model_source" in plan.spec else {}),
         "spec": json.dumps(plan.spec),
         "spec_text": plan.spec_text,
         "precision": plan.precision,
