@@ -1,5 +1,9 @@
 """Results do not depend on how a shard runs: 1 process, several local processes with several
-virtual devices each, mpiexec, or dask tasks; a dead rank fails its job without a hang."""
+virtual devices each, mpiexec, or dask tasks; a dead rank fails its job without a hang.
+
+The several-process, mpiexec and dask runs load the model from a user's file in a folder outside
+the repository (tests/user_models.py: McCall's solve behind the user's own Model) and must be
+bitwise the built-in model in one process."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import pytest
 import zarr
 from conftest import PYTHON, REPO, SMALL_MCCALL, run_hpc, write_spec
+from user_models import mccall_file_model
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +47,12 @@ def reference(tmp_path_factory):
     return read_store(plan)
 
 
+@pytest.fixture(scope="module")
+def file_model(tmp_path_factory) -> str:
+    """``model:`` for McCall's model in a user's file, in a temporary folder outside the repository."""
+    return mccall_file_model(tmp_path_factory.mktemp("user-model"))
+
+
 def assert_bitwise(reference, plan):
     got = read_store(plan)
     assert got["point_done"].all()
@@ -51,8 +62,9 @@ def assert_bitwise(reference, plan):
 
 @pytest.mark.parametrize("flags", [["--tasks", "2", "--cpu-devices", "2"], ["--tasks", "2", "--mpi", "--cpu-devices", "2"],
                                    ["--tasks", "3"]], ids=["2proc-2dev", "mpiexec-2proc-2dev", "3proc"])
-def test_multiprocess_shards_are_bitwise_one_process(tmp_path, reference, flags):
-    plan = planned(tmp_path, dict(SMALL_MCCALL, name="inv", batch_size=2))
+def test_multiprocess_shards_are_bitwise_one_process(tmp_path, reference, file_model, flags):
+    plan = planned(tmp_path, dict(SMALL_MCCALL, name="inv", batch_size=2, model=file_model))
+    assert json.loads(plan.read_text())["model"] == file_model  # every rank loads the user's file
     for shard in range(3):
         result = run_hpc("run-shard", plan, shard, *flags, cwd=tmp_path)
         marker = json.loads((plan.parent / "shards" / f"shard-{shard:04d}.json").read_text())
@@ -65,8 +77,8 @@ def test_multiprocess_shards_are_bitwise_one_process(tmp_path, reference, flags)
     assert_bitwise(reference, plan)
 
 
-def test_dask_backend_on_a_local_cluster_is_bitwise_one_process(tmp_path, reference):
-    plan = planned(tmp_path, dict(SMALL_MCCALL, name="inv", batch_size=2, backend="dask",
+def test_dask_backend_on_a_local_cluster_is_bitwise_one_process(tmp_path, reference, file_model):
+    plan = planned(tmp_path, dict(SMALL_MCCALL, name="inv", batch_size=2, backend="dask", model=file_model,
                                   dask={"cluster": "local", "max_workers": 2}))
     result = run_hpc("run-dask", plan, "--settings", json.dumps({"cluster": "local", "max_workers": 2}), cwd=tmp_path)
     assert json.loads(result.stdout)["chunks"] > 3  # many small tasks, not one per shard
