@@ -23,13 +23,68 @@ def _cmd_plan(args) -> int:
     from hpc.sweep.plan import describe, make_plan
     from hpc.sweep.spec import load_spec
 
+    _plan_estimate_args(args)
     spec = load_spec(args.spec)
     if args.output:
         plan, state = store.plan_sweep(spec, args.output)
         print(f"store {paths.store_path(plan.name, paths.root_of_plan(args.output))}: {state}", file=sys.stderr)
     else:
         plan = make_plan(spec)
+    if args.estimate:
+        return _plan_estimate(args, spec, plan)
     print(describe(plan))
+    return 0
+
+
+def _plan_estimate_args(args) -> None:
+    """Check plan's estimate options. ``--estimate SPEC`` reads as --estimate with SPEC as its value:
+    the value is the spec when no spec follows."""
+    if args.estimate not in (None, "local", "slurm") and args.spec is None:
+        args.spec, args.estimate = args.estimate, "local"
+    if args.spec is None:
+        raise SpecError("spec", "no sweep spec given", "hpc plan [--estimate[=slurm]] SPEC")
+    if args.estimate not in (None, "local", "slurm"):
+        raise SpecError("--estimate", f"unknown probe place {args.estimate!r}", "--estimate (this machine) or --estimate=slurm")
+    if not args.estimate:
+        used = [flag for flag, value in (("--json", args.json), ("--jobs", args.jobs), ("--probe-max-s", args.probe_max_s),
+                                         ("--probe-fraction", args.probe_fraction), ("--partition", args.partition))
+                if value not in (None, False)]
+        if used:
+            raise SpecError(used[0], "only goes with --estimate", f"hpc plan --estimate {used[0]} ... SPEC")
+    if args.jobs is not None and args.jobs < 1:
+        raise SpecError("--jobs", f"must be at least 1, not {args.jobs}", "shard jobs running at once")
+    if args.probe_max_s is not None and not args.probe_max_s > 0:
+        raise SpecError("--probe-max-s", f"must be above 0, not {args.probe_max_s}", "seconds of timed steps at most")
+    if args.probe_fraction is not None and not 0 < args.probe_fraction <= 1:
+        raise SpecError("--probe-fraction", f"must be in (0, 1], not {args.probe_fraction}",
+                        "the probe's share of one shard's predicted runtime")
+    if args.partition is not None and args.estimate != "slurm":
+        raise SpecError("--partition", "only goes with --estimate=slurm", "hpc plan --estimate=slurm --partition P SPEC")
+
+
+def _plan_estimate(args, spec, plan) -> int:
+    import json
+
+    from hpc.sweep import estimate
+    from hpc.sweep.plan import describe
+
+    options = {"max_s": args.probe_max_s or estimate.PROBE_MAX_S,
+               "fraction": args.probe_fraction or estimate.PROBE_FRACTION, "jobs": args.jobs}
+    root = paths.root_of_plan(args.output) if args.output else None
+    if args.estimate == "slurm":
+        passed = [f"--probe-max-s={options['max_s']}", f"--probe-fraction={options['fraction']}"]
+        if args.jobs:
+            passed.append(f"--jobs={args.jobs}")
+        result = estimate.slurm_estimate(args.spec, spec, passed, root, args.partition)
+    else:
+        result = estimate.estimate(spec, root, **options)
+    saved = estimate.save(result, root)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(describe(plan))
+        print(estimate.describe(result))
+        print(f"(saved to {saved})", file=sys.stderr)
     return 0
 
 
@@ -130,9 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("plan", help="show the grid and the shards of a spec; with --output, create the store")
-    p.add_argument("spec")
+    p = sub.add_parser("plan", help="show the grid and the shards of a spec; with --output, create the store; "
+                                    "with --estimate, predict its cost from a short probe")
+    p.add_argument("spec", nargs="?")
     p.add_argument("--output", help="write the plan here (results/NAME/plan.json) and create the empty store")
+    p.add_argument("--estimate", nargs="?", const="local", metavar="local|slurm",
+                   help="probe the model on this machine (or, =slurm, in one short job on the cluster's nodes) "
+                        "and predict each shard's runtime and peak memory, the core-hours and the wall time; "
+                        "saved to results/NAME/estimate.json")
+    p.add_argument("--json", action="store_true", help="with --estimate: print the prediction as one JSON object")
+    p.add_argument("--jobs", type=int, help="with --estimate: shard jobs running at once (default: all)")
+    p.add_argument("--probe-max-s", type=float,
+                   help="with --estimate: seconds of timed steps at most, compiling aside (default 60)")
+    p.add_argument("--probe-fraction", type=float,
+                   help="with --estimate: the timed steps' share of one shard's predicted runtime at most (default 0.1)")
+    p.add_argument("--partition", help="with --estimate=slurm: the partition of the probe job")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("run-shard", help="compute one shard of a planned sweep (run by the workflow)")

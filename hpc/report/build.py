@@ -16,6 +16,8 @@ its template (hpc/report/templates/):
   parameters and diagnostics.
 - Execution (execution.py): a timeline of the shards across hosts, per-shard duration and
   throughput, requeued and resumed shards, and the plan (``plan.json``) against what ran.
+- Predicted cost (estimate.py): the prediction of ``hpc plan --estimate`` beside what ran, when
+  one of this spec was saved (``estimate.json``).
 - Training (training.py): every per-step and per-evaluation variable of ``train.zarr`` as a
   curve, with checkpoint and resume events marked, and the run's attempts.
 
@@ -32,6 +34,7 @@ from typing import Any
 from hpc.core import paths, timefmt
 from hpc.core.errors import SpecError
 from hpc.core.files import write_atomic
+from hpc.report.estimate import estimate_section
 from hpc.report.execution import execution_section
 from hpc.report.failures import failures_section
 from hpc.report.figures import Figures
@@ -72,6 +75,9 @@ def sections(name: str, root: Path | None = None) -> tuple[str, list[Section]]:
             found.append(Section("model", "Model", "model.html.j2", model))
         found += [Section("failures", "Failures", "failures.html.j2", failures_section(sweep)),
                   Section("execution", "Execution", "execution.html.j2", execution_section(sweep, figures))]
+        predicted = estimate_section(sweep)
+        if predicted is not None:
+            found.append(Section("estimate", "Predicted cost", "estimate.html.j2", predicted))
     if have_train:
         found.append(Section("training", "Training", "training.html.j2", training_section(train, figures)))
     return (f"Sweep {name}" if have_sweep else f"Training run {name}"), found
