@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-from conftest import cluster_test, run_hpc, write_spec
+from conftest import cluster_test, run_hpc, run_snakemake, write_spec
 
 from hpc.cli import main
 from hpc.sweep import estimate
@@ -182,3 +182,14 @@ class TestOnSlurm:
         assert result["calibration"]["host"] in {"n1", "n2", "n3"}  # the probe ran on a node, not here
         assert {"compute_s", "shards", "core_hours", "wall_s", "warnings"} <= set(result)
         assert json.loads((results / "est-slurm" / "estimate.json").read_text())["source"] == "slurm"
+
+
+@pytest.mark.slow
+def test_a_dry_run_with_estimate_true_prints_the_preview_and_a_bad_value_is_refused(tmp_path):
+    spec = write_spec(tmp_path, dict(TINY, name="est-dry", resources={"runtime": 1, "mem_mb": 2000}))
+    out = run_snakemake(tmp_path, "-n", "--config", f"sweep={spec}", "estimate=true")
+    assert "estimate of sweep 'est-dry'" in out.stderr and "total: compute" in out.stderr
+    saved = json.loads((tmp_path / "results" / "est-dry" / "estimate.json").read_text())
+    assert len(saved["shards"]) == 2 and not (tmp_path / "results" / "est-dry" / "plan.json").exists()
+    bad = run_snakemake(tmp_path, "-n", "--config", f"sweep={spec}", "estimate=cloud", check=False)
+    assert bad.returncode != 0 and "estimate=cloud: use true (this machine) or slurm" in bad.stderr

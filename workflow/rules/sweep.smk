@@ -13,6 +13,24 @@ NAME = SPEC.name
 SWEEP_DIR = str(paths.sweep_dir(NAME))
 SHARDS = [f"{i:04d}" for i in range(SPEC.shards)]
 
+# --config estimate=true (or =slurm): the cost preview (hpc plan --estimate, hpc.sweep.estimate),
+# printed before the jobs, dry run included, and saved to results/NAME/estimate.json for the
+# report. Once, in Snakemake's own process (not again in each job's).
+ESTIMATE = str(config.get("estimate", "false")).lower()
+if ESTIMATE not in ("false", "0", "no") and workflow.is_main_process:
+    import subprocess
+
+    if ESTIMATE not in ("true", "1", "yes", "local", "slurm"):
+        sys.stderr.write(f"Error: --config estimate={ESTIMATE}: use true (this machine) or slurm\n")
+        sys.exit(2)
+    _where = "slurm" if ESTIMATE == "slurm" else "local"
+    _probe = subprocess.run([sys.executable, "-m", "hpc", "plan", SWEEP_FILE, f"--estimate={_where}"],
+                            capture_output=True, text=True, env=dict(os.environ, **JOB_ENV))
+    if _probe.returncode != 0:
+        sys.stderr.write(f"Error: the cost preview failed: {_probe.stderr.strip().splitlines()[-1:]}\n")
+        sys.exit(2)
+    sys.stderr.write(_probe.stdout)
+
 
 rule plan:
     input:
@@ -63,13 +81,15 @@ rule run_shard:
         hpc=lambda wildcards, resources: HPC,
         launch=lambda wildcards, resources: sweep_resources.launch_args(SPEC),
     resources:
-        **sweep_resources.shard_resources(SPEC),
+        # memory and time grown on a retry for the cause of the failure; hpc_attempt: Snakemake's attempt
+        **sweep_resources.shard_resources(SPEC, workflow),
     log:
         f"{SWEEP_DIR}/logs/shard-{{shard}}.log",
     conda:
         JAX_ENV
     shell:
-        "{params.hpc} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} {params.launch} 2> {log:q}"
+        "SNAKEMAKE_ATTEMPT={resources.hpc_attempt} {params.hpc} run-shard {input.plan:q} {wildcards.shard} "
+        "--marker {output.marker:q} {params.launch} 2> {log:q}"
 
 
 rule aggregate:
