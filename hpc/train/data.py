@@ -81,7 +81,8 @@ class Dataset:
 
     def describe(self) -> dict:
         return {"inputs": self.inputs, "output_dims": self.output_dims, "units": self.units,
-                "train_rows": int(self.n_train), "heldout_rows": int(len(self.x_heldout)), "points": self.points}
+                "train_rows": int(self.n_train), "heldout_rows": int(self.blocks.heldout_rows() if self.blocks is not None else len(self.x_heldout)),
+                "points": self.points}
 
 
 def load_dataset(spec: TrainSpec, root=None, stream: bool | None = None) -> Dataset:

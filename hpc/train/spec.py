@@ -308,6 +308,8 @@ def _zarr_data(given: dict, data: dict, path: Path | None, seed: int, resources:
         store = (path.resolve().parent if path is not None else Path.cwd()) / store
     info = zarrdata.inspect_store(store.resolve(), list(given["inputs"]), given["target"], given.get("dim"))
     blocks = zarrdata.cut_blocks(info["rows"], info["chunk"], data["holdout"], seed)
+    if info["rows"] * info["bytes_per_row"] <= zarrdata.CHECK_AT_PARSE_BYTES:  # else the job checks, before training
+        zarrdata.StoreRows(store.resolve(), list(given["inputs"]), given["target"], blocks).statistics()
     info = {**info, "train_rows": blocks.n_train, "heldout_rows": blocks.heldout_rows(), "block_rows": blocks.size}
     stream = zarrdata.choose_stream(data["stream"], info, blocks, resources.get("mem_mb"))
     return DataSpec("zarr", data["holdout"], inputs=tuple(given["inputs"]), target=given["target"],

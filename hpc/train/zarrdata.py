@@ -34,6 +34,7 @@ import numpy as np
 
 from hpc.core.errors import SpecError
 
+CHECK_AT_PARSE_BYTES = 64 << 20  # a store this small is read whole at parse time (non-finite values)
 MIN_BLOCKS = 16  # a store of fewer chunks than this is cut into smaller blocks
 ROW_SEED = 0xA5A5A5A5  # keys the permutation of rows inside a block apart from that of the blocks
 FORMS = "data is {zarr: STORE, inputs: [VARIABLE, ...], target: VARIABLE, holdout: 0.2}"
@@ -69,9 +70,11 @@ def inspect_store(path: Path, inputs: list[str], target: str, dim: str | None) -
     columns = {}
     for key, name in named:
         var = ds[name]
-        if var.ndim not in (1, 2) or var.dims[0] != dim:
-            raise SpecError(key, f"{name!r} has dimensions {var.dims}",
-                            f"give a variable along {dim!r} first, 1-D or 2-D ({dim}, k)")
+        if var.ndim and var.dims[0] != dim:
+            raise SpecError(key, f"{name!r} runs along {var.dims[0]!r} ({var.shape[0]} rows), not along the sample "
+                            f"dimension {dim!r} ({n} rows)", f"give variables of one length along {dim!r}")
+        if var.ndim not in (1, 2):
+            raise SpecError(key, f"{name!r} has dimensions {var.dims}", f"give a 1-D ({dim}) or 2-D ({dim}, k) variable")
         if not (np.issubdtype(var.dtype, np.floating) or np.issubdtype(var.dtype, np.integer)
                 or var.dtype == bool):
             raise SpecError(key, f"{name!r} holds {var.dtype}, not numbers")
@@ -199,11 +202,12 @@ class StoreRows:
         count, mean_x, m2_x, mean_y, m2_y = 0, 0.0, 0.0, 0.0, 0.0
         every = sorted([*blocks.train, *blocks.heldout])
         training = set(blocks.train)
+        bad: dict[str, list] = {}
         t0, last = time.perf_counter(), time.perf_counter()
         for i, block in enumerate(every):
             start, stop = blocks.span(block)
             x, y = self.raw(start, stop)
-            self._refuse_non_finite(x, y, start)
+            self._count_non_finite(x, y, start, bad)
             if block in training:  # Chan et al.'s pairwise update of mean and squared deviations
                 n_b = len(x)
                 bx, by = x.mean(axis=0), y.mean(axis=0)
@@ -216,25 +220,26 @@ class StoreRows:
             if time.perf_counter() - last > 10:
                 last = time.perf_counter()
                 _log(f"{label}: statistics: {i + 1} of {len(every)} blocks read ({last - t0:.0f} s)")
+        if bad:
+            key = sorted(bad, key=lambda k: (k == "data.target", k))[0]
+            name, n_bad, first = bad[key]
+            raise SpecError(key, f"{name!r} has {n_bad} non-finite values (the first in row {first})",
+                            "drop or fill those rows")
         std_x, std_y = np.sqrt(m2_x / count), np.sqrt(m2_y / count)
         self.x_mean, self.y_mean = np.asarray(mean_x, np.float64).reshape(n_x), np.asarray(mean_y, np.float64).reshape(n_y)
         self.x_std = np.where(std_x > 0, std_x, 1.0).reshape(n_x)
         self.y_std = np.where(std_y > 0, std_y, 1.0).reshape(n_y)
 
-    def _refuse_non_finite(self, x: np.ndarray, y: np.ndarray, start: int) -> None:
-        for key_arr, names in ((x, self.inputs), (y, [self.target])):
-            bad = ~np.isfinite(key_arr)
-            if bad.any():
-                row, col = np.argwhere(bad)[0]
-                if names is self.inputs:
-                    widths = [np.asarray(self.group[n].shape[1:] or (1,)).prod() for n in self.inputs]
-                    which = int(np.searchsorted(np.cumsum(widths), col, side="right"))
-                    key, name = f"data.inputs[{which}]", self.inputs[which]
-                else:
-                    key, name = "data.target", self.target
-                raise SpecError(key, f"{name!r} has {int(bad.sum())} non-finite values in rows {start}..."
-                                f"{start + len(key_arr) - 1} (the first at row {start + int(row)})",
-                                "drop or fill those rows")
+    def _count_non_finite(self, x: np.ndarray, y: np.ndarray, start: int, bad: dict) -> None:
+        """Add the non-finite values of these rows to ``bad``: key -> [name, count, first row]."""
+        widths = [int(np.prod(self.group[n].shape[1:])) for n in self.inputs]
+        edges = np.cumsum([0, *widths])
+        named = [(f"data.inputs[{i}]", n, x[:, edges[i]:edges[i + 1]]) for i, n in enumerate(self.inputs)]
+        for key, name, values in [*named, ("data.target", self.target, y)]:
+            rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+            if len(rows):
+                entry = bad.setdefault(key, [name, 0, start + int(rows[0])])
+                entry[1] += int((~np.isfinite(values)).sum())
 
     def heldout_blocks(self, rows_per_block: int):
         """The held-out rows in pieces of at most ``rows_per_block``: (x standardized, y in the store's units)."""

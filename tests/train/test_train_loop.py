@@ -86,8 +86,8 @@ def _start(spec, workdir, *extra):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _wait_for_checkpoint(workdir, proc, timeout=120) -> int:
-    ckpts = workdir / "results" / "mc-surr" / "checkpoints"
+def _wait_for_checkpoint(workdir, proc, timeout=120, name="mc-surr") -> int:
+    ckpts = workdir / "results" / name / "checkpoints"
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         done = [int(p.name) for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
