@@ -84,7 +84,7 @@ def crra(c, gamma):
     return np.where(c > 0, u, -np.inf)
 
 
-def brute_force(static, values, tol):
+def brute_force(static, values, tol, max_iter=100_000):
     """Arellano's equilibrium by plain value iteration, in float64 NumPy.
 
     From v_c = v_d = 0 and q = 1/(1+r), each iteration computes, with v = max(v_c, v_d),
@@ -94,7 +94,7 @@ def brute_force(static, values, tol):
         q(b', y)  = Σ P(y, y') [1 - d(b', y')] / (1 + r),  d = 1 where v_d > v_c (the new ones),
 
     h(y) = min(κ E[y], y) with E[y] under the chain's stationary distribution, until the largest
-    change of (v_c, v_d, q) is at most ``tol``.
+    change of (v_c, v_d, q) is at most ``tol`` or after ``max_iter`` iterations.
     """
     b = np.linspace(static["b_min"], static["b_max"], static["n_b"])
     log_y, P = scipy_tauchen(values["rho"], values["sigma_y"], static["n_y"], static["tauchen_m"])
@@ -107,7 +107,7 @@ def brute_force(static, values, tol):
     beta, gamma, r, theta = (values[k] for k in ("beta", "gamma", "r", "theta"))
 
     v_c, v_d, q = np.zeros((len(b), len(y))), np.zeros(len(y)), np.full((len(b), len(y)), 1 / (1 + r))
-    for iteration in range(1, 100_000):
+    for iteration in range(1, max_iter + 1):
         v = np.maximum(v_c, v_d[None, :])
         expected = v @ P.T  # (b', y): Σ_y' P(y, y') v(b', y')
         consumption = y[None, None, :] + b[:, None, None] - (q * b[:, None])[None, :, :]  # (b, b', y)
@@ -166,6 +166,37 @@ def test_equilibrium_is_the_brute_force_fixed_point(brute_case):
     # not a trivial economy: the country defaults somewhere and prices some debt below 1/(1+r)
     assert ours["default_policy"].any() and not ours["default_policy"].all()
     assert (ours["bond_price"] < 0.99 / (1 + values["r"])).any()
+
+
+def test_every_iterate_is_the_brute_force_iterate():
+    """The solver keeps u(y + b - q b') from step to step and computes it again only after a step
+    that moved q. Stopped by the cap while q still moves (3, 12 steps on this grid) and after it
+    has settled (40), it holds the brute force's iterate of that step: a utility kept one step
+    too long, or never refreshed, gives another q and other values."""
+    for steps in (3, 12, 40):
+        static = static_of(jnp.float64, n_b=41, n_y=9)
+        with jax.enable_x64(True):
+            dynamic = dynamic_of(jnp.float64)
+
+            def capped(d):
+                params = arellano.params_from(d)
+                return arellano.solve_equilibrium(arellano.make_economy(params, static), params, 0.0, steps)
+
+            eq, _, iterations = jax.tree.map(np.asarray, jax.jit(capped)(dynamic))
+        brute = brute_force(static, MODEL.defaults(), 0.0, max_iter=steps)
+        assert int(iterations) == brute["iterations"] == steps
+        np.testing.assert_allclose(eq.bond_price, brute["bond_price"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(eq.value_repay, brute["value_repay"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(eq.value_default, brute["value_default"], rtol=0, atol=1e-12)
+
+
+def test_q_still_moves_in_the_first_capped_steps():
+    """What the test above needs: on its grid q changes between step 3 and step 12 and not after 40
+    (the brute force alone)."""
+    static = static_of(jnp.float64, n_b=41, n_y=9)
+    q = {k: brute_force(static, MODEL.defaults(), 0.0, max_iter=k)["bond_price"] for k in (3, 12, 40, 80)}
+    assert np.abs(q[12] - q[3]).max() > 1e-3
+    np.testing.assert_array_equal(q[40], q[80])
 
 
 def simulate_by_hand(brute, values, chain_transition, seed, quarters, burn_in):
@@ -355,6 +386,48 @@ def test_vmap_matches_single_solves():
     # rho and sigma_y are dynamic: each point carries its own income grid
     assert not np.allclose(batched["log_income"][0], batched["log_income"][1])
     assert batched["converged"].all()
+
+
+@pytest.mark.parametrize("batching", ["map", "lockstep"])
+def test_both_batchings_match_single_solves(batching):
+    """Under vmap the points run one after the other ("map", a CPU's default) or together until
+    the slowest stops ("lockstep", an accelerator's); either way each point stops at its own
+    iteration with its own equilibrium. The points stop at different iterations and move q at
+    different steps, so a point that kept going, or a utility refreshed for one point only in
+    another's step, would show. Also batched over one parameter only (the others broadcast)."""
+    betas = np.array([0.94, 0.953, 0.96])
+    gammas = np.array([2.0, 1.0, 3.0])
+
+    def equilibrium(static, d):
+        params = arellano.params_from(d)
+        econ = arellano.make_economy(params, static)
+        return arellano.solve_equilibrium(econ, params, static["tol"], static["max_iter"], batching)
+
+    with jax.enable_x64(True):
+        static = static_of(jnp.float64, **TINY)
+        base = dynamic_of(jnp.float64)
+        batch = dict({n: jnp.full(3, x) for n, x in base.items()}, beta=jnp.asarray(betas), gamma=jnp.asarray(gammas))
+        batched = jax.jit(jax.vmap(functools.partial(equilibrium, static)))(batch)
+        beta_only = jax.jit(jax.vmap(functools.partial(equilibrium, static),
+                                     in_axes=({n: (0 if n == "beta" else None) for n in DYNAMIC},)))(
+            dict(base, beta=jnp.asarray(betas)))
+        single = jax.jit(functools.partial(equilibrium, static))
+        for run, gamma_of in ((batched, gammas), (beta_only, np.full(3, 2.0))):
+            (eq, error, iterations) = jax.tree.map(np.asarray, run)
+            its = []
+            for i in range(3):
+                one_eq, one_error, one_it = jax.tree.map(
+                    np.asarray, single(dict(base, beta=jnp.float64(betas[i]), gamma=jnp.float64(gamma_of[i]))))
+                its.append(int(one_it))
+                assert iterations[i] == one_it and error[i] <= 1e-8
+                for got, want in zip(eq, one_eq):
+                    np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-12)
+            assert len(set(its)) == 3
+
+
+def test_unknown_batching_is_refused():
+    with pytest.raises(ValueError, match="batching must be one of"):
+        arellano.solve_equilibrium(None, None, 1e-6, 10, "serial")
 
 
 def test_new_income_processes_do_not_recompile():
