@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import PYTHON, REPO, SMALL_MCCALL, cluster_test, run_snakemake, write_spec
+from user_models import mccall_file_model
 
 pytestmark = [*cluster_test, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -56,11 +57,15 @@ def test_default_sweep_on_slurm_is_bitwise_the_local_run(tmp_path):
 
 @pytest.mark.parametrize("mpi", [False, True], ids=["srun", "srun-pmi2"])
 def test_multinode_multiprocess_shards_match_one_process(tmp_path, local_reference, mpi):
-    spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="multi", shards=2, batch_size=2, mpi=mpi, cpu_devices=2,
-                                     resources={"nodes": 2, "tasks": 4, "mem_mb": 1000, "runtime": 10}))
+    # The model comes from a user's file outside the repository (McCall's solve behind the user's
+    # own Model): every rank on both nodes loads it, and the data are the built-in model's, bitwise.
+    model = mccall_file_model(tmp_path / "user-model")
+    spec = write_spec(tmp_path, dict(SMALL_MCCALL, name="multi", model=model, shards=2, batch_size=2, mpi=mpi,
+                                     cpu_devices=2, resources={"nodes": 2, "tasks": 4, "mem_mb": 1000, "runtime": 10}))
     result = run_snakemake(tmp_path, "--config", f"sweep={spec}", profile="slurm")
     assert "nodes=2" in result.stderr + result.stdout
     ds = open_store(tmp_path, "multi")
+    assert ds.attrs["model"] == model and len(ds.attrs["model_source"]["sha256"]) == 64
     assert_same_data(local_reference, ds)
     for shard in (0, 1):
         marker = json.loads((tmp_path / "results" / "multi" / "shards" / f"shard-{shard:04d}.json").read_text())
