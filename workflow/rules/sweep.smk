@@ -81,15 +81,13 @@ rule run_shard:
         hpc=lambda wildcards, resources: HPC,
         launch=lambda wildcards, resources: sweep_resources.launch_args(SPEC),
     resources:
-        # memory and time grown on a retry for the cause of the failure; hpc_attempt: Snakemake's attempt
-        **sweep_resources.shard_resources(SPEC, workflow),
+        **sweep_resources.shard_resources(SPEC),
     log:
         f"{SWEEP_DIR}/logs/shard-{{shard}}.log",
     conda:
         JAX_ENV
     shell:
-        "SNAKEMAKE_ATTEMPT={resources.hpc_attempt} {params.hpc} run-shard {input.plan:q} {wildcards.shard} "
-        "--marker {output.marker:q} {params.launch} 2> {log:q}"
+        "{params.hpc} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} {params.launch} 2> {log:q}"
 
 
 rule aggregate:
