@@ -49,6 +49,7 @@ on an accelerator they run in lockstep and hold one each.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -148,6 +149,43 @@ def repay_utility(bond_price, econ: Economy, params: ArellanoParams):
     cost = (bond_price * econ.bond_grid[:, None]).T  # (y, b'): q(b', y) b'
     consumption = econ.income[:, None, None] + econ.bond_grid[None, :, None] - cost[:, None, :]
     return crra(consumption, params.gamma)
+
+
+UTILITY_CHUNK = 256  # (b', y) columns of the utility recomputed per pass of ``refresh_utility``
+
+
+def refresh_utility(utility, old_price, new_price, econ: Economy, params: ArellanoParams):
+    """``repay_utility(new_price)`` from ``utility = repay_utility(old_price)``, recomputing only the
+    columns u(y + b - q(b', y) b') over b of the (b', y) whose price moved.
+
+    Bitwise the full recomputation (the same operations on the same numbers), at a cost in
+    proportion to the prices that moved: after the first steps a step moves a few hundred of the
+    n_b n_y prices, then none. Columns go in passes of ``UTILITY_CHUNK``, as many as needed.
+    """
+    n_b, n_y = new_price.shape
+    moved = (new_price != old_price).T.reshape(-1)  # over (y, b'), b' fastest
+    count = jnp.sum(moved, dtype=jnp.int32)
+    chunk = min(UTILITY_CHUNK, n_b * n_y)
+    b_index = jnp.arange(n_b)
+
+    def one_pass(cells, carry):
+        start, u = carry
+        cell = jax.lax.dynamic_slice(cells, (start,), (chunk,))
+        y_i, b_next = cell // n_b, cell % n_b
+        y_safe = jnp.minimum(y_i, n_y - 1)
+        cost = new_price[b_next, y_safe] * econ.bond_grid[b_next]  # q(b', y) b'
+        consumption = econ.income[y_safe][:, None] + econ.bond_grid[None, :] - cost[:, None]  # (cell, b)
+        columns = crra(consumption, params.gamma)
+        return start + chunk, u.at[y_i[:, None], b_index[None, :], b_next[:, None]].set(columns, mode="drop")
+
+    def refresh():
+        # the moved cells first, then n_b n_y: past the end, so that those updates are dropped
+        cells = jnp.nonzero(moved, size=n_b * n_y + chunk, fill_value=n_b * n_y)[0].astype(jnp.int32)
+        return jax.lax.while_loop(lambda carry: carry[0] < count, functools.partial(one_pass, cells),
+                                  (jnp.int32(0), utility))[1]
+
+    # a step that moved no price (most of them) skips even finding the moved ones
+    return jax.lax.cond(count > 0, refresh, lambda: utility)
 
 
 def continuation_value(eq: Equilibrium, econ: Economy):
@@ -281,11 +319,10 @@ def solve_equilibrium(econ: Economy, params: ArellanoParams, tol: float, max_ite
     def one_point(arrays, params):
         econ = economy(arrays)
 
-        def body(state):
-            state, price_moved = iterate_once(state, econ, params)
-            utility = jax.lax.cond(price_moved, lambda: repay_utility(state.eq.bond_price, econ, params),
-                                   lambda: state.utility)
-            return state._replace(utility=utility)
+        def body(old):
+            state, _ = iterate_once(old, econ, params)
+            return state._replace(utility=refresh_utility(state.utility, old.eq.bond_price, state.eq.bond_price,
+                                                          econ, params))
 
         state = jax.lax.while_loop(lambda s: still_iterating(s, tol, max_iter), body, first_state(econ, params))
         return state.eq, state.error, state.iterations
