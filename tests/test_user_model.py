@@ -156,6 +156,12 @@ def test_an_installed_package_registers_a_model_by_name(tmp_path, monkeypatch):
     assert (ref.distribution, ref.version) == ("tiny-models", "1.2.3")
     assert spec.normalized()["model_source"]["version"] == "1.2.3"
     assert get_model("tinymodel").name == "tiny"
+    store.plan_sweep(spec, tmp_path / "results" / spec.name / "plan.json")  # the store records the package
+    source = json.loads((tmp_path / "results" / spec.name / "sweep.zarr" / "zarr.json").read_text())["attributes"]["model_source"]
+    assert (source["distribution"], source["version"], source["module"]) == ("tiny-models", "1.2.3", "tiny_models_pkg.core")
+    from hpc.report.summary import model_source_text
+
+    assert model_source_text(source).startswith("tinymodel = tiny_models_pkg.core:MODEL, package tiny-models 1.2.3, sha256 ")
     with pytest.raises(SpecError) as error:
         parse_spec({**SPEC, "model": "tinymodl"})
     assert "unknown model 'tinymodl'" in str(error.value) and "from installed packages: tinymodel" in str(error.value)
