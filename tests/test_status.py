@@ -13,7 +13,7 @@ import yaml
 from conftest import PYTHON, REPO, SMALL_MCCALL, cluster_test, run_hpc, write_spec
 
 from hpc.core import paths
-from hpc.execution import accounting
+from hpc.execution import accounting, slurm_plugin
 from hpc.sweep import status, store
 from hpc.sweep.aggregate import aggregate
 from hpc.sweep.runner import commit_shard, merge_summaries, run_shard
@@ -202,9 +202,9 @@ def test_squeue_output_is_parsed(monkeypatch):
     out = "".join(status.DELIMITER.join(fields) + status.DELIMITER + "\n" for fields in [
         ["120", "3a1c", "rule_run_shard_wildcards_0002", "COMPLETED", "2026-11-23T03:00:36", "2026-11-23T03:00:36",
          "2026-11-23T03:01:09", "n1", "None", "1", "/tmp/a|b/.snakemake/slurm_logs/rule_run_shard/0002/%j.log",
-         "/tmp/a|b"],
+         "/tmp/a|b", "120", "N/A"],
         ["121", "3a1c", "rule_run_shard_wildcards_0003", "PENDING", "2026-11-23T03:00:36", "N/A", "N/A", "",
-         "Resources", "0", "slurm-%j.out", "/tmp/x"]])
+         "Resources", "0", "slurm-%j.out", "/tmp/x", "121", "N/A"]])
     monkeypatch.setattr(status.shutil, "which", lambda name: "/usr/bin/squeue")
     calls = []
 
@@ -213,6 +213,7 @@ def test_squeue_output_is_parsed(monkeypatch):
         return SimpleNamespace(returncode=0, stdout=out)
 
     first, second = status.squeue_jobs(runner)
+    assert first["array_job_id"] is None and first["array_task"] is None
     assert calls[0][:5] == ["squeue", "-h", "-t", "all", "-O"] and calls[0][5].startswith("JobID:|#|,Name:|#|,")
     assert first["workdir"] == "/tmp/a|b" and first["state"] == "COMPLETED" and first["end"] > first["start"]
     assert first["restarts"] == 1 and first["slurm_log"] == "/tmp/a|b/.snakemake/slurm_logs/rule_run_shard/0002/120.log"
@@ -286,6 +287,68 @@ def test_a_job_whose_comment_sacct_did_not_keep_is_found_by_its_log(half_done):
                 slurm_log=f"{half_done.parent}/.snakemake/slurm_logs/rule_run_shard/0003/40.log")
     st = status.sweep_status("four", half_done, jobs=[job3])
     assert st["shards"][3]["state"] == "failed" and st["shards"][3]["slurm_state"] == "OUT_OF_MEMORY"
+
+
+def test_array_tasks_are_told_apart_by_the_plugins_tasks_file(half_done, monkeypatch):
+    """Every task of an array carries the first job's comment (the Slurm plugin's sbatch): the
+    shard of each task comes from the tasks file hpc.execution.slurm_plugin writes beside the
+    array's logs; a pending rest of the array (sacct's 300_[3-4], squeue's 3-4) is one job per task."""
+    wd = half_done.parent
+    logs = wd / ".snakemake" / "slurm_logs" / "rule_run_shard"
+    logs.mkdir(parents=True, exist_ok=True)
+    # the plugin handed the shards 1 and 3 to tasks 1 and 2 of array 300, shards 0 and 2 to 3 and 4
+    slurm_plugin.array_tasks_file(logs / "300_1.log", "300").write_text(
+        "1 rule_run_shard_wildcards_0001\n2 rule_run_shard_wildcards_0003\n3 rule_run_shard_wildcards_0000\n"
+        "4 rule_run_shard_wildcards_0002\n")
+    submit = (f"sbatch --parsable --job-name u1 --output {logs}/%A_%a.log --export=ALL "
+              f"--comment rule_run_shard_wildcards_0001 -p debug -D {wd} --array=1-4 --wrap=python -m snakemake")
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")  # after the store was created: a job of this sweep
+
+    def line(job, raw, state, start, end, nodes):
+        return sacct_line(JobID=job, JobIDRaw=raw, JobName="u1", State=state, ExitCode="0:0",
+                          Submit=now, Start=start, End=end, NodeList=nodes, WorkDir=str(wd),
+                          Comment="rule_run_shard_wildcards_0001", Reason="None", SubmitLine=submit)
+    out = "\n".join([line("300_1", "301", "RUNNING", now, "Unknown", "n1"),
+                     line("300_2", "302", "OUT_OF_MEMORY", now, now, "n2"),
+                     line("300_[3-4]", "300", "PENDING", "Unknown", "Unknown", "None assigned")])
+    monkeypatch.setattr(accounting.shutil, "which", lambda name: "/usr/bin/sacct")
+    jobs = status.sacct_jobs(None, lambda cmd, **kw: SimpleNamespace(returncode=0, stdout=out + "\n", stderr=""))
+    assert [(j["job_id"], j["comment"][-4:], j.get("raw_id")) for j in jobs] == [
+        ("300_1", "0001", "301"), ("300_2", "0003", "302"), ("300_3", "0000", None), ("300_4", "0002", None)]
+    assert jobs[1]["slurm_log"] == f"{logs}/300_2.log" and jobs[1]["array_task"] == 2
+    st = status.sweep_status("four", half_done, jobs=jobs)
+    by = {r["shard"]: r for r in st["shards"]}
+    assert by[1]["state"] == "running" and by[1]["job_id"] == "300_1"
+    assert by[3]["state"] == "failed" and by[3]["slurm_state"] == "OUT_OF_MEMORY" and by[3]["job_id"] == "300_2"
+    assert by[3]["slurm_log"] == f"{logs}/300_2.log"
+    assert [by[s]["state"] for s in (0, 2)] == ["done", "done"]  # their markers say so
+    # Without the tasks file the tasks' shards are not known: no task is taken for shard 1's.
+    slurm_plugin.array_tasks_file(logs / "300_1.log", "300").unlink()
+    jobs = status.sacct_jobs(None, lambda cmd, **kw: SimpleNamespace(returncode=0, stdout=out + "\n", stderr=""))
+    assert {j["comment"] for j in jobs} == {""}
+    assert status.sweep_status("four", half_done, jobs=jobs)["slurm_jobs"] == 0
+
+
+def test_squeue_array_tasks(monkeypatch, tmp_path):
+    slurm_plugin.array_tasks_file(tmp_path / "x.log", "297").write_text("2 rule_run_shard_wildcards_0005\n"
+                                                                        "3 rule_run_shard_wildcards_0006\n")
+    row = ["298", "u1", "rule_run_shard_wildcards_0000", "RUNNING", "2026-11-23T03:00:36", "2026-11-23T03:00:37",
+           "N/A", "n1", "None", "0", f"{tmp_path}/%A_%a.log", str(tmp_path)]
+    out = "".join(status.DELIMITER.join(fields) + status.DELIMITER + "\n" for fields in [
+        row + ["297", "2"], [row[0].replace("298", "297"), *row[1:3], "PENDING", *row[4:], "297", "3-4%2"]])
+    monkeypatch.setattr(status.shutil, "which", lambda name: "/usr/bin/squeue")
+    jobs = status.squeue_jobs(lambda cmd, **kw: SimpleNamespace(returncode=0, stdout=out))
+    assert [(j["job_id"], j["comment"], j["state"]) for j in jobs] == [
+        ("297_2", "rule_run_shard_wildcards_0005", "RUNNING"), ("297_3", "rule_run_shard_wildcards_0006", "PENDING"),
+        ("297_4", "", "PENDING")]
+    assert jobs[0]["slurm_log"] == f"{tmp_path}/297_2.log" and jobs[0]["raw_id"] == "298"
+
+
+def test_array_task_ranges():
+    assert accounting.array_tasks("300_[3-5,9]") == [3, 4, 5, 9]
+    assert accounting.array_tasks("3-6%2") == [3, 4, 5, 6] and accounting.array_tasks("1-7:3") == [1, 4, 7]
+    assert accounting.array_tasks("N/A") == [] and accounting.array_tasks(None) == []
 
 
 def test_finished_sweep_and_watch(tmp_path):

@@ -276,7 +276,8 @@ def job_records(job_ids: Iterable, since: float | None = None) -> dict[str, dict
 
 def count_attempts(records: dict[str, dict], since: float | None = None) -> None:
     """Fill each record's ``attempt``: the jobs with its job name (Snakemake's run id), workdir and
-    comment (``rule_run_shard_wildcards_NNNN``) submitted no later than it (it included)."""
+    comment (``rule_run_shard_wildcards_NNNN``) submitted no later than it (it included); left None
+    where that run submitted array jobs (see below)."""
     names = sorted({r["_name"] for r in records.values() if r["_name"] and r["_comment"]})
     if not names:
         return
@@ -287,8 +288,11 @@ def count_attempts(records: dict[str, dict], since: float | None = None) -> None
     if rows is None:
         return
     every = records_from_rows(rows)
+    # Array tasks all carry the comment of the array's first job (the plugin's): counting by
+    # comment is wrong wherever the run submitted arrays; the marker's snakemake_attempt tells.
+    arrays = {(r["_name"], r["_workdir"]) for r in every.values() if array_job_of(r["_job_id"])}
     for record in records.values():
-        if not (record["_name"] and record["_comment"]):
+        if not (record["_name"] and record["_comment"]) or (record["_name"], record["_workdir"]) in arrays:
             continue
         same = [r for r in every.values() if (r["_name"], r["_workdir"], r["_comment"]) ==
                 (record["_name"], record["_workdir"], record["_comment"])
@@ -317,15 +321,72 @@ def jobs_since(since: float | None = None, runner=None) -> list[dict] | None:
             "workdir": record["_workdir"] or "", "reason": record["_reason"],
             "state_text": record["_state_text"], "submit_line": record["_submit_line"],
             "restarts": record["_restarts"], "array_job_id": array_job_of(record["_job_id"]),
+            "sacct_job_id": record["_job_id"],  # JobID: 38, an array task's 40_1, a pending rest's 40_[2-5]
         })
     return jobs
 
 
 def array_job_of(job_id: str | None) -> str | None:
-    """The array's job id of an array task's ``JobID`` (``40_1`` -> ``40``); None otherwise."""
-    m = re.fullmatch(r"(\d+)_\d+", job_id or "")
+    """The array's job id of an array task's ``JobID`` (``40_1`` -> ``40``, and a pending rest of
+    an array ``40_[2-5]`` -> ``40``); None otherwise."""
+    m = re.fullmatch(r"(\d+)_(?:\d+|\[.*\])", job_id or "")
     return m[1] if m else None
 
 
-__all__ = ["job_records", "jobs_since", "sacct", "normal_state", "parse_exit", "submit_option", "comment_of", "parse_duration", "parse_memory_mb", "parse_rows", "records_from_rows", "expand_nodes",
+def array_tasks(spec: str | None, limit: int = 100_000) -> list[int]:
+    """The task ids of an array's pending rest as sacct (``40_[2-5,7]``, ``40_[2-9%2]``) or squeue
+    (``2-5,7``) writes them; [] for anything else."""
+    text = re.sub(r"^\d+_", "", spec or "").strip("[]").split("%")[0]
+    tasks: list[int] = []
+    for part in filter(None, text.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
+        if not m:
+            return []
+        lo, hi, step = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
+        tasks += range(lo, min(hi, lo + limit) + 1, step)
+    return tasks
+
+
+# --------------------------------------------------------------------------------------------
+# Why a job failed, and whether another attempt can help
+
+
+RETRY_CAUSES = {"OUT_OF_MEMORY": "memory", "TIMEOUT": "time", "DEADLINE": "time", "NODE_FAIL": "node",
+                "BOOT_FAIL": "node", "PREEMPTED": "node"}
+KILLED_FOR_MEMORY = (9,)  # SIGKILL: what OverMemoryKill (no cgroup memory) sends a step over its memory
+
+
+def failure_cause(state: str | None, exit_code: str | None = None) -> str | None:
+    """Why a job that ended in ``state`` (sacct's) with ``exit_code`` (``N:S``) failed, as far as
+    another attempt can help: ``memory`` (OUT_OF_MEMORY; or FAILED after a SIGKILL, which is how
+    OverMemoryKill ends a step over its memory, or exit 137), ``time`` (TIMEOUT, DEADLINE), ``node``
+    (NODE_FAIL, BOOT_FAIL, PREEMPTED: the same job on another node or later); ``unknown`` where
+    there is no state to tell; None where more memory, time or another node cannot help: the
+    job's own command failed (FAILED with an exit code: a model or code error) or it was
+    CANCELLED (by a user or an admin)."""
+    name = normal_state(state)
+    if not name or name in ("UNKNOWN", "PENDING", "RUNNING"):
+        return "unknown"
+    if name in RETRY_CAUSES:
+        return RETRY_CAUSES[name]
+    code, sig = parse_exit(exit_code)
+    if name == "FAILED" and (sig in KILLED_FOR_MEMORY or code == 128 + 9):
+        return "memory"
+    return None
+
+
+def job_outcome(job_id: str, runner=None) -> dict | None:
+    """The accounting record of one job, by its id as Snakemake's Slurm plugin knows it (``38``, or
+    an array task's ``40_1``), or None where sacct does not know it."""
+    rows = sacct(["-X", "-j", str(job_id)], FIELDS, runner)
+    if not rows:
+        return None
+    for row in rows:
+        if str(job_id) in (row.get("JobID"), row.get("JobIDRaw")):
+            record = records_from_rows([row])[row["JobIDRaw"]]
+            return {k: v for k, v in record.items() if not k.startswith("_")}
+    return None
+
+
+__all__ = ["job_records", "jobs_since", "job_outcome", "failure_cause", "array_tasks", "sacct", "normal_state", "parse_exit", "submit_option", "comment_of", "parse_duration", "parse_memory_mb", "parse_rows", "records_from_rows", "expand_nodes",
            "empty_record", "RECORD_KEYS"]

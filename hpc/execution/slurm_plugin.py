@@ -1,5 +1,5 @@
-"""Two corrections to Snakemake's Slurm executor plugin (2.8.0), installed in Snakemake's own
-process by the Snakefile. Both show only where sacct answers, as on production sites.
+"""Corrections and additions to Snakemake's Slurm executor plugin (2.8.0), installed in Snakemake's
+own process by the Snakefile. The first two show only where sacct answers, as on production sites.
 
 States. The plugin learns that its jobs ended from ``sacct -X --format=JobIdRaw,State``, and compares
 each state with its list of failure states as written. sacct writes a cancelled job's state as
@@ -15,11 +15,44 @@ shows its new, pending record, whose node list reads ``None assigned``; the plug
 every later job with ``--exclude=None assigned``, which sbatch refuses ("Unable to open file
 assigned"), and the whole workflow fails. Here the plugin's set of failed nodes keeps node names
 only.
+
+Retries by cause. Snakemake retries every failed job (``retries``), whatever failed. Here each
+failed job's cause is read from Slurm's accounting (``hpc.execution.accounting.failure_cause``):
+OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, PREEMPTED (and a FAILED step killed by SIGKILL, OverMemoryKill's
+way) are retried, and the cause is recorded (``earlier_causes``) so that the job's resources grow
+for it (hpc.sweep.resources: memory after OUT_OF_MEMORY, time after TIMEOUT, neither after a node
+failure); a job whose own command failed (FAILED with an exit code: a model or code error) or that
+was CANCELLED fails at once, with the last line of its log in the error, instead of being
+submitted again with twice the memory. (Compare nf-core's rule: retry on the exit statuses of a
+job killed by the scheduler, finish on any other.)
+
+Job arrays (``--slurm-array-jobs``, profiles/slurm). Three defects of plugin 2.8.0's arrays:
+- It submits a rule's jobs as an array only once every job of the rule that is ready has reached
+  it; the jobs Snakemake did not hand over (over the ``jobs`` limit) never reach it, and the ones it
+  was handed are dropped unsubmitted: Snakemake then waits forever. Here the plugin submits, as one
+  array per rule (cut at ``array_limit``), the jobs Snakemake hands it at once.
+- One array takes the first job's resources for all of its tasks: a retry that asks for more
+  memory, handed over with first attempts, would not get it. Here a rule's jobs are put into one
+  array per set of resources (a job alone is submitted as a plain job).
+- Every task of an array carries the comment of the first job (``rule_run_shard_wildcards_0000``),
+  and the log the plugin names for a task (``rule_X/<wildcards>/<id>_<i>.log``) is not the one Slurm
+  writes (``rule_X/%A_%a.log``). Here the task's log is named right, and each task's own comment is
+  written to ``rule_X/<array id>.tasks`` beside the logs (``read_array_tasks``), which is how
+  ``hpc status`` tells an array task's shard.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 MARK = "_hpc_first_word_states"
+ARRAY_TASK = re.compile(r"^(\d+)_(\d+)$")
+LOG_LINE_CHARS = 400
+
+# (rule, wildcards) -> the cause of each failed attempt of that job in this Snakemake run, in
+# order (see hpc.execution.accounting.failure_cause)
+CAUSES: dict[tuple, list] = {}
 
 
 def state_name(state: str) -> str:
@@ -51,9 +84,139 @@ def _failed_nodes_property() -> property:
     return property(get, put, doc="nodes to exclude from later submissions (node names only)")
 
 
+def job_key(rule: str, wildcards) -> tuple:
+    """The key of a job in ``CAUSES``: its rule and its wildcards' values."""
+    try:
+        items = dict(wildcards.items()) if hasattr(wildcards, "items") else dict(wildcards or {})
+    except (TypeError, ValueError):
+        items = {}
+    return (rule, tuple(sorted((str(k), str(v)) for k, v in items.items())))
+
+
+def earlier_causes(rule: str, wildcards) -> list:
+    """The causes of this job's failed attempts so far in this run (none recorded: [])."""
+    return list(CAUSES.get(job_key(rule, wildcards), []))
+
+
+def record_cause(rule: str, wildcards, cause) -> None:
+    CAUSES.setdefault(job_key(rule, wildcards), []).append(cause)
+
+
+def array_tasks_file(slurm_log: Path | str, array_job_id: str) -> Path:
+    """Where the comments of an array's tasks are written: beside its logs (``%A_%a.log``)."""
+    return Path(slurm_log).parent / f"{array_job_id}.tasks"
+
+
+def read_array_tasks(path: Path | str) -> dict[int, str]:
+    """Task id -> that task's own comment (``rule_run_shard_wildcards_0003``); {} without the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    tasks = {}
+    for line in text.splitlines():
+        task, _, comment = line.partition(" ")
+        if task.isdigit() and comment:
+            tasks[int(task)] = comment.strip()
+    return tasks
+
+
+def _log_line(job) -> str | None:
+    """The last line of a job's (first) log file that says something: its error, as a rule."""
+    for log in list(getattr(job, "log", None) or [])[:1]:
+        try:
+            with open(str(log), "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - 8192))
+                lines = [line.strip() for line in fh.read().decode(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return None
+        return lines[-1][:LOG_LINE_CHARS] if lines else None
+    return None
+
+
+def _resources_key(job) -> tuple:
+    try:
+        return tuple(sorted((k, str(v)) for k, v in job.resources.items() if k not in ("_cores", "_nodes", "tmpdir")))
+    except Exception:  # a resource that cannot be shown: the job goes alone
+        return (id(job),)
+
+
+def _install_arrays(plugin) -> None:
+    executor = plugin.Executor
+    # Submit what Snakemake hands over (see the module docstring): no job counts as still to come.
+    plugin.pending_jobs_for_rule = lambda dag, rule_name: 0
+
+    submit_array = executor._submit_array_jobs
+
+    def _submit_array_jobs(self, jobs):
+        groups: dict[tuple, list] = {}
+        for job in jobs:
+            groups.setdefault(_resources_key(job), []).append(job)
+        for group in groups.values():
+            if len(group) == 1:
+                self._submit_job(group[0])
+            else:
+                submit_array(self, group)
+
+    report_submission = executor.report_job_submission
+
+    def report_job_submission(self, job_info, **kwargs):
+        match = ARRAY_TASK.match(str(getattr(job_info, "external_jobid", "") or ""))
+        job = getattr(job_info, "job", None)
+        if match and job is not None and not job.is_group():
+            try:
+                from snakemake_executor_plugin_slurm.utils import get_job_wildcards
+
+                wildcards = get_job_wildcards(job)
+                comment = f"rule_{job.name}_wildcards_{wildcards}" if wildcards else f"rule_{job.name}"
+                log = Path(self.slurm_logdir) / f"rule_{job.name}" / f"{match[1]}_{match[2]}.log"
+                job_info.aux["slurm_logfile"] = log
+                with open(array_tasks_file(log, match[1]), "a") as fh:
+                    fh.write(f"{match[2]} {comment}\n")
+            except Exception as exc:  # a record for hpc status: never a reason to fail the workflow
+                self.logger.warning(f"could not record array task {job_info.external_jobid}: {exc}")
+        return report_submission(self, job_info, **kwargs)
+
+    executor._submit_array_jobs = _submit_array_jobs
+    executor.report_job_submission = report_job_submission
+
+
+def _install_retry_by_cause(plugin) -> None:
+    executor = plugin.Executor
+    report_error = executor.report_job_error
+
+    def report_job_error(self, job_info, msg=None, **kwargs):
+        job = getattr(job_info, "job", None)
+        external = getattr(job_info, "external_jobid", None)
+        if job is not None and external and not job.is_group():
+            try:
+                from hpc.execution import accounting
+
+                record = accounting.job_outcome(external) or {}
+                cause = accounting.failure_cause(record.get("state"), record.get("exit_code"))
+                record_cause(job.rule.name, job.wildcards, cause)
+                if cause is None:
+                    why = (f"not retried: Slurm job {external} ended {record.get('state')} "
+                           f"(exit code {record.get('exit_code')}), which more memory, time or another node "
+                           "would not change")
+                    line = _log_line(job)
+                    msg = f"{msg}\n{why}" + (f"; its log ends: {line}" if line else "")
+                    if job.restart_times > job.attempt - 1:
+                        job.attempt = job.restart_times + 1  # Snakemake retries while attempts are left
+                elif cause != "unknown":
+                    msg = f"{msg}\nretried where attempts are left: cause {cause}"
+            except Exception as exc:  # never a reason to lose the error itself
+                self.logger.warning(f"could not tell why job {external} failed: {exc}")
+        return report_error(self, job_info, msg=msg, **kwargs)
+
+    executor.report_job_error = report_job_error
+
+
 def install() -> bool:
-    """Wrap the plugin's status query so that it hands on state names, and keep its failed nodes to
-    node names; False without the plugin."""
+    """Wrap the plugin's status query so that it hands on state names, keep its failed nodes to
+    node names, retry by cause and mend its arrays (see the module docstring); False without the
+    plugin."""
     try:
         import snakemake_executor_plugin_slurm as plugin
     except ImportError:
@@ -65,6 +228,9 @@ def install() -> bool:
         return True
     if hasattr(plugin, "Executor"):
         plugin.Executor._failed_nodes = _failed_nodes_property()
+        if hasattr(plugin.Executor, "_submit_array_jobs") and hasattr(plugin, "pending_jobs_for_rule"):
+            _install_arrays(plugin)
+        _install_retry_by_cause(plugin)
 
     async def query_job_status(command, logger):
         statuses, duration = await original(command, logger)

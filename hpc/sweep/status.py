@@ -49,7 +49,7 @@ import numpy as np
 
 from hpc.core import paths, timefmt, zarrio
 from hpc.core.errors import SpecError
-from hpc.execution import accounting
+from hpc.execution import accounting, slurm_plugin
 from hpc.sweep import store
 from hpc.sweep.plan import read_plan
 
@@ -57,9 +57,10 @@ SHARD_COMMENT = re.compile(r"^rule_run_shard_wildcards_(\d+)$")
 SHARD_SLURM_LOG = re.compile(r"/rule_run_shard/(\d+)/[^/]*$")  # the plugin's --output for a shard job
 DELIMITER = "|#|"  # between squeue's fields: a directory may hold a '|'
 SQUEUE_FIELDS = ("job_id", "job_name", "comment", "state", "submit", "start", "end", "nodes", "reason", "restarts",
-                 "slurm_log", "workdir")
+                 "slurm_log", "workdir", "array_job", "array_spec")
 SQUEUE_FORMAT = ",".join(f"{f}:{DELIMITER}" for f in ("JobID", "Name", "Comment", "State", "SubmitTime", "StartTime",
-                                             "EndTime", "NodeList", "Reason", "RestartCnt", "STDOUT", "WorkDir"))
+                                             "EndTime", "NodeList", "Reason", "RestartCnt", "STDOUT", "WorkDir",
+                                             "ArrayJobID", "ArrayTaskID"))
 PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED",
                   "STOPPED", "SIGNALING"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT"}
@@ -92,34 +93,60 @@ def _null(text: str) -> str:
 
 
 def _log_file(pattern: str | None, job: dict) -> str | None:
-    """Slurm's log of a job from its ``--output`` pattern (Slurm's ``slurm-%j.out`` without one)."""
+    """Slurm's log of a job from its ``--output`` pattern (Slurm's ``slurm-%j.out`` without one;
+    an array task's ``%A_%a``: the array's job id and the task's)."""
     pattern = pattern or "slurm-%j.out"
     if pattern == "/dev/null":
         return pattern
-    path = re.sub(r"%(\d*)([jAxu%])", lambda m: {"j": job["job_id"], "A": job["job_id"], "x": job.get("job_name", ""),
-                                                 "u": os.environ.get("USER", ""), "%": "%"}[m.group(2)], pattern)
+    raw = job.get("raw_id") or job["job_id"]
+    values = {"j": raw, "A": job.get("array_job_id") or raw, "a": str(job.get("array_task") or 4294967294),
+              "x": job.get("job_name", ""), "u": os.environ.get("USER", ""), "%": "%"}
+    path = re.sub(r"%(\d*)([jAaxu%])", lambda m: values[m.group(2)], pattern)
     if not os.path.isabs(path) and job.get("workdir"):
         path = os.path.join(job["workdir"], path)
     return path
 
 
+def _as_array_tasks(job: dict, tasks: list[int] | None = None, cache: dict | None = None) -> list[dict]:
+    """An array's job as one job per task, named ``<array id>_<task>`` as Slurm writes it (a pending
+    rest of an array, ``tasks``, becomes each of its tasks), each with its own comment: the one the
+    Slurm plugin's tasks file records (hpc.execution.slurm_plugin; sbatch gave every task the first
+    one's), else none. Any other job as it is."""
+    if not job.get("array_job_id"):
+        return [job]
+    cache = {} if cache is None else cache
+    out = []
+    for task in ([job["array_task"]] if tasks is None else tasks):
+        one = dict(job, array_task=task, raw_id=job["job_id"] if tasks is None else None,
+                   job_id=f"{job['array_job_id']}_{task}")
+        one["slurm_log"] = _log_file(job.get("log_pattern"), one)
+        where = str(slurm_plugin.array_tasks_file(one["slurm_log"], job["array_job_id"])) if one["slurm_log"] else ""
+        if where not in cache:
+            cache[where] = slurm_plugin.read_array_tasks(where) if where else {}
+        one["comment"] = cache[where].get(task, "")
+        out.append(one)
+    return out
+
+
 def sacct_jobs(since: float | None = None, runner=None) -> list[dict] | None:
     """Every job Slurm's accounting has since ``since`` (epoch seconds; the last 7 days without),
-    its latest run each, or None where there is no accounting to ask (read by
-    ``hpc.execution.accounting.jobs_since``)."""
+    its latest run each (an array's task each), or None where there is no accounting to ask
+    (read by ``hpc.execution.accounting.jobs_since``)."""
     accounted = accounting.jobs_since(since, runner)
     if accounted is None:
         return None
-    jobs = []
+    jobs, cache = [], {}
     for record in accounted:
         job = {"job_id": record["job_id"], "job_name": record["job_name"], "comment": record["comment"],
                "state": record["state_text"], "submit": record["submit"], "start": record["job_start"],
                "end": record["job_end"], "nodes": record["nodes"] or "", "reason": record["reason"],
                "submit_line": record["submit_line"], "workdir": record["workdir"], "restarts": record["restarts"],
-               "array_task": record["array_task"], "source": "sacct"}
+               "array_job_id": record.get("array_job_id"), "array_task": record["array_task"], "source": "sacct"}
         job["exit_code"], job["signal"] = accounting.parse_exit(record["exit_code"])
-        job["slurm_log"] = _log_file(accounting.submit_option(record["submit_line"], "--output", "-o"), job)
-        jobs.append(job)
+        job["log_pattern"] = accounting.submit_option(record["submit_line"], "--output", "-o")
+        job["slurm_log"] = _log_file(job["log_pattern"], job)
+        rest = accounting.array_tasks(record.get("sacct_job_id")) if job["array_task"] is None else None
+        jobs += _as_array_tasks(job, rest if job["array_job_id"] else None, cache)
     return jobs
 
 
@@ -134,7 +161,7 @@ def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
         return None
     if result.returncode != 0:
         return None
-    jobs = []
+    jobs, cache = [], {}
     for line in result.stdout.splitlines():
         parts = line.rstrip("\n").removesuffix(DELIMITER).split(DELIMITER)  # each field ends in one
         if len(parts) != len(SQUEUE_FIELDS):
@@ -145,9 +172,14 @@ def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
         for key in ("comment", "nodes", "workdir"):
             job[key] = _null(job[key])
         job["restarts"] = int(job["restarts"]) if job["restarts"].isdigit() else 0
-        job["slurm_log"] = _log_file(_null(job["slurm_log"]) or None, job)
+        job["log_pattern"] = _null(job.pop("slurm_log")) or None
+        array_job, spec = job.pop("array_job"), job.pop("array_spec")
+        job["array_job_id"] = array_job if spec not in ("", "N/A") and array_job.isdigit() else None
+        job["array_task"] = int(spec) if job["array_job_id"] and spec.isdigit() else None
+        job["slurm_log"] = _log_file(job["log_pattern"], job)
         job["source"] = "squeue"
-        jobs.append(job)
+        rest = accounting.array_tasks(spec) if job["array_job_id"] and job["array_task"] is None else None
+        jobs += _as_array_tasks(job, rest, cache)
     return jobs
 
 
@@ -201,7 +233,7 @@ def sweep_jobs(jobs: list[dict], n_shards: int, root: Path, created: float | Non
             continue  # a job of an earlier sweep under this name
         found.setdefault(shard, []).append(job)
     for shard_jobs in found.values():
-        shard_jobs.sort(key=lambda j: int(re.sub(r"\D.*", "", j["job_id"]) or 0))
+        shard_jobs.sort(key=lambda j: [int(n) for n in re.findall(r"\d+", j["job_id"])])  # 300_2: array 300, task 2
     return found
 
 

@@ -81,13 +81,15 @@ rule run_shard:
         hpc=lambda wildcards, resources: HPC,
         launch=lambda wildcards, resources: sweep_resources.launch_args(SPEC),
     resources:
-        **sweep_resources.shard_resources(SPEC),
+        # memory and time grown on a retry for the cause of the failure; hpc_attempt: Snakemake's attempt
+        **sweep_resources.shard_resources(SPEC, workflow),
     log:
         f"{SWEEP_DIR}/logs/shard-{{shard}}.log",
     conda:
         JAX_ENV
     shell:
-        "{params.hpc} run-shard {input.plan:q} {wildcards.shard} --marker {output.marker:q} {params.launch} 2> {log:q}"
+        "SNAKEMAKE_ATTEMPT={resources.hpc_attempt} {params.hpc} run-shard {input.plan:q} {wildcards.shard} "
+        "--marker {output.marker:q} {params.launch} 2> {log:q}"
 
 
 rule aggregate:
