@@ -70,7 +70,8 @@ class ModelRef:
         """What of the source decides the results (for the spec digest): not where the file lies,
         so a spec and its model moved together keep their digest."""
         body = {"kind": self.kind, "written": self.written, "attr": self.attr, "sha256": self.sha256,
-                "module": self.module if self.kind != "file" else None, "version": self.version}
+                "module": self.module if self.kind != "file" else None, "distribution": self.distribution,
+                "version": self.version}
         return {k: v for k, v in body.items() if v is not None}
 
     def provenance(self) -> dict:
