@@ -71,7 +71,14 @@ HPC = "".join(f"{k}={shlex.quote(v)} " for k, v in JOB_ENV.items()) + (
 JAX_ENV = "../../envs/" + ("jax-cuda.yaml" if config.get("gpu", False) else "jax-cpu.yaml")
 
 
-include: "workflow/rules/sweep.smk"
+if SPEC.adaptive:  # adaptive: instead of sweep: points chosen round by round
+
+    include: "workflow/rules/adaptive.smk"
+
+else:
+
+    include: "workflow/rules/sweep.smk"
+
 if TRAIN_FILE:
 
     include: "workflow/rules/train.smk"

@@ -73,6 +73,8 @@ class Spec:
     raw: dict = field(default_factory=dict)
     # Where the model comes from (hpc.models.loading.ModelRef); None: built in.
     model_ref: loading.ModelRef | None = None
+    # An adaptive sweep (adaptive: instead of sweep:): its checked settings (hpc.sweep.adaptive); None: a grid.
+    adaptive: dict | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -98,6 +100,7 @@ class Spec:
             "precision": self.precision,
             # A model not built in: its source's hash (and package version), not where it lies.
             **({"model_source": self.model_ref.digest_part()} if self.model_ref and not self.model_ref.builtin else {}),
+            **({"adaptive": self.adaptive} if self.adaptive else {}),
         }
 
     def digest(self) -> str:
@@ -132,6 +135,14 @@ def parse_spec(data: Any, text: str = "", base: str | Path | None = None) -> Spe
     for key, value in full["params"].items():
         param = _known_parameter(model, key, "params")
         fixed[key] = check_value(param, value, f"params.{key}")
+    if "adaptive" in data:  # points chosen round by round (hpc.sweep.adaptive): no grid
+        from hpc.sweep import adaptive
+
+        settings = adaptive.check_settings(model, data, full)
+        for pname in settings["box"]:
+            fixed.pop(pname, None)
+    else:
+        settings = None
 
     axes = [_axis(model, key, entry) for key, entry in full["sweep"].items()]
     if "sample" in full:
@@ -142,9 +153,9 @@ def parse_spec(data: Any, text: str = "", base: str | Path | None = None) -> Spe
         for pname in axis.parameters:
             fixed.pop(pname, None)
 
-    if not axes:
+    if not axes and settings is None:
         raise SpecError("sweep", "nothing is swept", "add a dimension under sweep (e.g. c: [10.0, 20.0]) or a sample block")
-    n_points = math.prod(a.size for a in axes)
+    n_points = settings["points_per_round"] if settings else math.prod(a.size for a in axes)
     if n_points > MAX_POINTS:
         raise SpecError("sweep", f"{n_points:,} points is more than the {MAX_POINTS:,} one sweep may hold",
                         "split it into several sweeps or sample the space (sample: {method: sobol, n: ...})")
@@ -166,7 +177,8 @@ def parse_spec(data: Any, text: str = "", base: str | Path | None = None) -> Spe
     if shards > n_points:
         raise SpecError("shards", f"{shards} shards for {n_points} points", f"use at most {n_points} shards")
     if not model_ref.builtin:
-        first = {**fixed, **{p: values[0] for axis in axes for p, values in axis.values.items()}}
+        first = {**fixed, **{p: values[0] for axis in axes for p, values in axis.values.items()},
+                 **{p: lo for p, (lo, hi) in (settings or {}).get("box", {}).items()}}
         _probe(model, model_ref, first, full["precision"])
     return Spec(
         name=full["name"],
@@ -184,6 +196,7 @@ def parse_spec(data: Any, text: str = "", base: str | Path | None = None) -> Spe
         text=text,
         raw=data,
         model_ref=model_ref,
+        adaptive=settings,
     )
 
 

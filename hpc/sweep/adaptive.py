@@ -1,0 +1,412 @@
+"""Adaptive sweeps: points chosen round by round by a python-adaptive learner, each round solved as
+a sweep of its own through the plan, store and runner of a grid sweep.
+
+A spec with an ``adaptive:`` block (instead of ``sweep:``) names a box of float parameters, the
+scalar output(s) to learn, a stopping rule and the points per round. Round r (from 0):
+
+1. ``ask_round``: rebuild the learner (Learner1D, Learner2D or LearnerND for 1, 2, 3+ parameters)
+   from the sweep's store, tell it every committed point, and either decide to stop (loss at most
+   ``stop.loss``, ``stop.max_points`` solved, or ``stop.max_rounds`` rounds) or ask it for the
+   round's batch; written atomically to ``rounds/round-RRRR/ask.json`` (kept once written, so
+   a resumed controller runs exactly the points asked before).
+2. ``plan_round``: the round as a sweep of explicit points (one sampled dimension ``point``) named
+   ``round-RRRR`` under the results root ``results/NAME/rounds``: plan, store and shard jobs are
+   those of any sweep (hpc.sweep.store.plan_sweep, hpc.sweep.runner), so backends, bitwise
+   invariance, chunk-by-chunk resume and fault handling are the same.
+3. ``merge_round``: once every shard of the round is committed, its points are appended to the
+   sweep's store ``results/NAME/sweep.zarr`` along ``point`` (one coordinate per box parameter,
+   ``round``, the model's outputs, ``finite``, ``failed``, ``point_done`` last). The store's
+   ``point`` chunks are ``points_per_round`` long and a round starts on a chunk boundary, so each
+   round writes whole chunks of its own; only this one step (in the controller) writes the store.
+   The round is recorded in the store's ``rounds`` attribute last; a merge killed before that is
+   redone over the same chunks.
+
+Points where the model failed or gave a non-finite output are kept in the store but not told to
+the learner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from hpc.core import paths, zarrio
+from hpc.core.errors import SpecError
+from hpc.core.files import write_atomic
+from hpc.core.timefmt import now_iso
+from hpc.models.base import Model
+
+POINT_DIM = "point"
+ROUND_VAR = "round"
+ROUNDS_DIR = "rounds"
+
+
+# --- the spec --------------------------------------------------------------------------------
+
+
+def check_settings(model: Model, data: dict, full: dict) -> dict:
+    """The checked ``adaptive:`` block of a spec (``data`` as written, ``full`` with defaults), in
+    a JSON-friendly form; one SpecError naming the key otherwise."""
+    from hpc.sweep.spec import check_value, store_names
+
+    block = full["adaptive"]
+    for other in ("sweep", "sample"):
+        if other in data:
+            raise SpecError(other, f"both {other}: and adaptive: given", f"an adaptive sweep chooses its own points: remove {other}:")
+    if full["backend"] != "jax":
+        raise SpecError("backend", "an adaptive sweep runs its rounds as shard jobs", "remove backend: dask")
+    box = {}
+    for pname, pair in block["box"].items():
+        key = f"adaptive.box.{pname}"
+        try:
+            param = model.parameter(pname)
+        except KeyError:
+            raise SpecError(key, f"model {model.name!r} has no parameter {pname!r}",
+                            "its parameters: " + ", ".join(model.parameter_names)) from None
+        if param.kind != "float" or param.role == "shape":
+            raise SpecError(key, f"{pname} is not a float parameter that may vary",
+                            "a box holds float parameters that do not set the outputs' shape")
+        if pname in full["params"]:
+            raise SpecError(f"params.{pname}", f"{pname} is both fixed and in the adaptive box", "remove it from one")
+        lo, hi = (check_value(param, v, key) for v in pair)
+        if not lo < hi:
+            raise SpecError(key, f"empty or inverted range [{lo}, {hi}]", "give [low, high] with low < high")
+        if not math.isfinite(hi - lo):
+            raise SpecError(key, f"[{lo}, {hi}]: high - low overflows", "give a narrower range")
+        box[pname] = [lo, hi]
+    wanted = block["output"] if isinstance(block["output"], list) else [block["output"]]
+    outputs = {o.name: o for o in model.outputs}
+    for name in wanted:
+        if name not in outputs:
+            raise SpecError("adaptive.output", f"model {model.name!r} has no output {name!r}",
+                            "its outputs: " + ", ".join(outputs))
+        if outputs[name].dims or outputs[name].dtype == "bool":
+            raise SpecError("adaptive.output", f"{name} is not a scalar number (dims {list(outputs[name].dims)}, "
+                            f"{outputs[name].dtype})", "learn a scalar float or int output")
+    taken = store_names(model, parameters=False)
+    for name in (POINT_DIM, ROUND_VAR):
+        if name in taken:
+            raise SpecError("adaptive", f"the store's {name!r} would clash with {taken[name]}", "rename it in the model")
+    stop = block["stop"]
+    per_round = block["points_per_round"]
+    return {"box": box, "outputs": wanted, "points_per_round": per_round,
+            "stop": {"loss": stop.get("loss"), "max_points": stop["max_points"], "max_rounds": stop["max_rounds"]}}
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def rounds_root(name: str, root: Path | None = None) -> Path:
+    """The results root the rounds' own sweeps live under: results/NAME/rounds."""
+    return paths.run_dir(name, root) / ROUNDS_DIR
+
+
+def round_name(r: int) -> str:
+    return f"round-{r:04d}"
+
+
+def ask_path(name: str, r: int, root: Path | None = None) -> Path:
+    return paths.run_dir(round_name(r), rounds_root(name, root)) / "ask.json"
+
+
+def round_plan_path(name: str, r: int, root: Path | None = None) -> Path:
+    return paths.plan_path(round_name(r), rounds_root(name, root))
+
+
+def merged_path(name: str, r: int, root: Path | None = None) -> Path:
+    return paths.run_dir(round_name(r), rounds_root(name, root)) / "merged.json"
+
+
+# --- the learner -----------------------------------------------------------------------------
+
+
+def make_learner(settings: dict):
+    """An empty python-adaptive learner over the box (its function is never called: the sweep's
+    shard jobs solve the points)."""
+    import adaptive
+
+    bounds = [tuple(v) for v in settings["box"].values()]
+    if len(bounds) == 1:
+        return adaptive.Learner1D(None, bounds=bounds[0])
+    if len(bounds) == 2:
+        return adaptive.Learner2D(None, bounds=bounds)
+    return adaptive.LearnerND(None, bounds=bounds)
+
+
+def _key(settings: dict, row: np.ndarray):
+    return float(row[0]) if len(settings["box"]) == 1 else tuple(float(x) for x in row)
+
+
+def _value(settings: dict, row: np.ndarray):
+    return float(row[0]) if len(settings["outputs"]) == 1 else np.asarray(row, float)
+
+
+def learner_from(settings: dict, points: np.ndarray, values: np.ndarray):
+    """A learner told ``points`` (n x parameters) and their ``values`` (n x outputs), in order."""
+    learner = make_learner(settings)
+    if len(points):
+        learner.tell_many([_key(settings, p) for p in points], [_value(settings, v) for v in values])
+    return learner
+
+
+def learner_loss(learner) -> float:
+    """The learner's loss (inf while it has too few points to tell)."""
+    try:
+        return float(learner.loss())
+    except (ValueError, ZeroDivisionError, IndexError):
+        return math.inf
+
+
+# --- the sweep's store -----------------------------------------------------------------------
+
+
+def read_points(name: str, root: Path | None = None) -> dict[str, np.ndarray] | None:
+    """Everything merged into the sweep's store so far (None when there is no store): each box
+    parameter, ``round``, ``finite``, ``failed`` and each learned output, over the merged points."""
+    path = paths.store_path(name, root)
+    if not (path / "zarr.json").exists():
+        return None
+    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    n = sum(r["n"] for r in group.attrs.get("rounds", []))
+    settings = group.attrs["adaptive"]
+    names = [*settings["box"], ROUND_VAR, "finite", "failed", *settings["outputs"]]
+    return {k: np.asarray(group[k][:n]) for k in names}
+
+
+def merged_rounds(name: str, root: Path | None = None) -> list[dict]:
+    return list(zarrio.read_attrs(paths.store_path(name, root)).get("rounds", []))
+
+
+def _told(settings: dict, held: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ok = held["finite"] & ~held["failed"]
+    points = np.stack([held[p] for p in settings["box"]], axis=1)[ok]
+    values = np.stack([np.asarray(held[o], float) for o in settings["outputs"]], axis=1)[ok]
+    return points, values
+
+
+def create_store(spec, root: Path | None = None) -> str:
+    """The sweep's store with no point yet ("created"), or the one made from this spec ("kept")."""
+    from hpc.models import get_model
+    from hpc.sweep import store
+
+    path = paths.store_path(spec.name, root)
+    if zarrio.refuse_other_digest(path, spec.digest(), "sweep"):
+        return "kept"
+    settings = spec.adaptive
+    model = get_model(spec.model, spec.normalized().get("model_source"))
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = (settings["points_per_round"],)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    model_coords = model.coords(spec.fixed)
+    for dim, values in model_coords.items():
+        zarrio.create_array(group, dim, np.asarray(values), dims=[dim], attrs={"units": model.dim_units.get(dim, "")})
+    coords = {"coordinates": " ".join([*settings["box"], ROUND_VAR])}
+    for pname in settings["box"]:
+        p = model.parameter(pname)
+        zarrio.create_array(group, pname, shape=(0,), dtype=np.float64, chunks=chunk, dims=[POINT_DIM],
+                            attrs={"long_name": p.doc or pname, "units": p.unit})
+    zarrio.create_array(group, ROUND_VAR, shape=(0,), dtype=np.int32, chunks=chunk, dims=[POINT_DIM],
+                        attrs={"long_name": "adaptive round that asked for the point"})
+    for out in model.outputs:
+        extra = tuple(len(model_coords[d]) for d in out.dims)
+        zarrio.create_array(group, out.name, shape=(0,) + extra, dtype=store.output_dtype(out.dtype, spec.precision),
+                            chunks=chunk + extra, dims=(POINT_DIM,) + out.dims,
+                            attrs={"long_name": out.doc, "units": out.unit, **coords})
+    for name, doc in (("point_done", "the point's data are written and committed"),
+                      ("finite", "every output of the point is finite"),
+                      ("failed", "the model raised for this point")):
+        zarrio.create_array(group, name, shape=(0,), dtype=bool, chunks=chunk, dims=[POINT_DIM],
+                            attrs={"long_name": doc, **coords})
+    normalized = spec.normalized()
+    group.attrs.update({
+        "title": f"adaptive sweep {spec.name}", "kind": "adaptive", "digest": spec.digest(), "model": spec.model,
+        **({"model_source": {**normalized["model_source"], "ref": spec.model}} if "model_source" in normalized else {}),
+        "spec": json.dumps(normalized), "spec_text": spec.text, "precision": spec.precision,
+        "adaptive": settings, "fixed": spec.fixed, "rounds": [], "git_commit": store.git_commit(),
+        "versions": store.package_versions(), "created": now_iso(),
+    })
+    shutil.rmtree(path, ignore_errors=True)  # only ever a store of this digest that lost its zarr.json
+    tmp.rename(path)
+    return "created"
+
+
+# --- the rounds ------------------------------------------------------------------------------
+
+
+def decide(spec, root: Path | None = None) -> dict:
+    """What round ``len(merged rounds)`` does: stop (with the reason) or the points to solve."""
+    settings = spec.adaptive
+    stop = settings["stop"]
+    held = read_points(spec.name, root)
+    r = len(merged_rounds(spec.name, root))
+    n_held = len(held[ROUND_VAR]) if held else 0
+    points, values = _told(settings, held) if held else (np.zeros((0, len(settings["box"]))), np.zeros((0, 1)))
+    learner = learner_from(settings, points, values)
+    loss = learner_loss(learner) if len(points) else math.inf
+    body: dict[str, Any] = {"round": r, "points_before": n_held, "told": int(len(points)), "loss": loss}
+    reason = None
+    if r >= stop["max_rounds"]:
+        reason = f"max_rounds: {r} rounds run"
+    elif n_held >= stop["max_points"]:
+        reason = f"max_points: {n_held} points solved"
+    elif stop["loss"] is not None and loss <= stop["loss"]:
+        reason = f"loss: {loss:.4g} <= {stop['loss']}"
+    elif n_held % settings["points_per_round"]:
+        reason = "the last round was short: the learner had no more points to give"
+    if reason:
+        return {**body, "stop": True, "reason": reason}
+    n = min(settings["points_per_round"], stop["max_points"] - n_held)
+    asked, _ = learner.ask(n)
+    asked = [np.atleast_1d(np.asarray(p, float)) for p in asked]
+    if held is not None:  # never solve a point twice (a learner may repeat one it was not told: a failed point)
+        seen = {tuple(p) for p in np.stack([held[q] for q in settings["box"]], 1)}
+        asked = [p for p in asked if tuple(p) not in seen]
+    if not asked:
+        return {**body, "stop": True, "reason": "the learner asked for no new point"}
+    return {**body, "stop": False,
+            "points": {p: [float(a[j]) for a in asked] for j, p in enumerate(settings["box"])}}
+
+
+def ask_round(spec, r: int, out: str | Path, root: Path | None = None) -> dict:
+    """Round ``r``'s decision, written atomically to ``out`` (kept as it is when already there)."""
+    out = Path(out)
+    if out.exists():
+        return json.loads(out.read_text())
+    create_store(spec, root)
+    merged = len(merged_rounds(spec.name, root))
+    if merged != r:
+        raise RuntimeError(f"round {r} asked with {merged} rounds merged into {spec.name}'s store")
+    body = decide(spec, root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(body, indent=1))
+    if body["stop"]:
+        _record(spec.name, root, final={"rounds": r, "loss": body["loss"], "reason": body["reason"]})
+    return body
+
+
+def round_spec(spec, r: int, points: dict[str, list]):
+    """Round ``r`` as a sweep spec of its own: the asked points along one sampled dimension."""
+    from hpc.sweep.spec import Axis
+
+    n = len(next(iter(points.values())))
+    axis = Axis(POINT_DIM, {p: tuple(float(v) for v in values) for p, values in points.items()}, "sample")
+    return dataclasses.replace(spec, name=round_name(r), axes=(axis,), adaptive=None, shards=min(spec.shards, n))
+
+
+def round_shards(ask: dict, spec) -> int:
+    return 0 if ask["stop"] else min(spec.shards, len(next(iter(ask["points"].values()))))
+
+
+def plan_round(spec, ask_file: str | Path, plan_file: str | Path):
+    """The plan stage of round r (its points from ``ask_file``), under results/NAME/rounds."""
+    from hpc.sweep import store
+
+    ask = json.loads(Path(ask_file).read_text())
+    return store.plan_sweep(round_spec(spec, ask["round"], ask["points"]), plan_file)
+
+
+def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None = None) -> dict:
+    """Append round r's committed points to the sweep's store (whole chunks of its own), record
+    the round, and write ``out``. A round merged already is left as it is."""
+    from hpc.sweep.plan import read_plan
+
+    plan = read_plan(plan_file)
+    r = int(plan.name.split("-")[1])
+    rounds = merged_rounds(spec.name, root)
+    if r < len(rounds):
+        body = rounds[r]
+    else:
+        if r != len(rounds):
+            raise RuntimeError(f"round {r} merged after only {len(rounds)} rounds")
+        settings = spec.adaptive
+        sub = zarr.open_group(str(paths.store_path(plan.name, paths.root_of_plan(plan_file))), mode="r", zarr_format=3)
+        done = np.asarray(sub["point_done"][...])
+        if not done.all():
+            raise RuntimeError(f"{int((~done).sum())} points of round {r} are not committed")
+        n = int(done.size)
+        first = sum(x["n"] for x in rounds)
+        if first % settings["points_per_round"]:
+            raise RuntimeError(f"round {r} would start inside a chunk (point {first})")
+        group = zarr.open_group(str(paths.store_path(spec.name, root)), mode="r+", zarr_format=3)
+        rows = slice(first, first + n)
+        names = [k for k in group.array_keys() if group[k].metadata.dimension_names[:1] == (POINT_DIM,)]
+        for k in names:
+            arr = group[k]
+            if arr.shape[0] < first + n:
+                arr.resize((first + n,) + arr.shape[1:])
+        for k in names:
+            if k == "point_done":
+                continue
+            if k == ROUND_VAR:
+                group[k][rows] = np.full(n, r, np.int32)
+            elif k in settings["box"]:
+                group[k][rows] = np.asarray(sub[k][...], np.float64)
+            else:
+                group[k][rows] = np.asarray(sub[k][...])
+        group["point_done"][rows] = True  # last: the commit of the round's chunks
+        told = json.loads(ask_path(spec.name, r, root).read_text())
+        body = {"round": r, "first": first, "n": n, "shards": plan.n_shards, "loss_before": told["loss"],
+                "failed": int(np.asarray(sub["failed"][...]).sum()),
+                "non_finite": int((~np.asarray(sub["finite"][...])).sum()), "merged": now_iso()}
+        _record(spec.name, root, round=body)
+    write_atomic(out, json.dumps(body, indent=1))
+    return body
+
+
+def _record(name: str, root: Path | None, round: dict | None = None, final: dict | None = None) -> None:
+    group = zarr.open_group(str(paths.store_path(name, root)), mode="r+", zarr_format=3)
+    if round is not None:
+        group.attrs["rounds"] = [*group.attrs.get("rounds", []), round]
+    if final is not None:
+        group.attrs["final"] = final
+
+
+def finalize(spec, out: str | Path, root: Path | None = None) -> dict:
+    """After the last round: consolidate the store's metadata and write the summary ``out``."""
+    path = paths.store_path(spec.name, root)
+    attrs = zarrio.read_attrs(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
+    rounds = attrs.get("rounds", [])
+    summary = {"name": spec.name, "digest": spec.digest(), "rounds": len(rounds), "points": sum(r["n"] for r in rounds),
+               "final": attrs.get("final"), "completed": now_iso()}
+    write_atomic(out, json.dumps(summary, indent=1))
+    return summary
+
+
+def describe_first_round(spec, root: Path | None = None, limit: int | None = None) -> str:
+    """What the next round would solve (for a dry run and ``hpc plan``), nothing written."""
+    settings = spec.adaptive
+    if (paths.store_path(spec.name, root) / "zarr.json").exists():
+        decision = decide(spec, root)
+    else:
+        decision = {"round": 0, "stop": False, "points": {}, "points_before": 0}
+        asked, _ = make_learner(settings).ask(min(settings["points_per_round"], settings["stop"]["max_points"]))
+        for j, p in enumerate(settings["box"]):
+            decision["points"][p] = [float(np.atleast_1d(a)[j]) for a in asked]
+    box = ", ".join(f"{p} in [{lo:g}, {hi:g}]" for p, (lo, hi) in settings["box"].items())
+    stop = settings["stop"]
+    head = (f"adaptive sweep {spec.name!r}: model {spec.model}, learning {', '.join(settings['outputs'])} over {box}; "
+            f"{settings['points_per_round']} points per round in {spec.shards} shard(s); stop at loss "
+            f"{stop['loss']}, {stop['max_points']} points or {stop['max_rounds']} rounds")
+    if decision["stop"]:
+        return head + f"\nround {decision['round']}: stop ({decision['reason']})"
+    pts = decision["points"]
+    n = len(next(iter(pts.values())))
+    lines = [head, f"round {decision['round']} ({decision['points_before']} points solved so far): {n} points"]
+    for i in range(n if limit is None else min(n, limit)):
+        lines.append("  " + ", ".join(f"{p}={pts[p][i]:.6g}" for p in pts))
+    if limit is not None and n > limit:
+        lines.append(f"  ... and {n - limit} more")
+    return "\n".join(lines)
