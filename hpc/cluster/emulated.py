@@ -138,10 +138,13 @@ def render_slurm_conf(
             # Root runs the daemons: no slurm-owned dirs to set up; jobs still run as the submitter.
             "SlurmUser=root",
             "SlurmdUser=root",
-            # Our own munged socket, so a system munged (if any) is never touched.
+            # Our own munged socket, so a system munged (if any) is never touched. cred_expire also
+            # sets how long a requeued job waits before it may start again (Slurm's default: 120 s,
+            # so on a production site a node failure costs a shard about two minutes more); 30 s
+            # here keeps the node-failure tests short and is still ample to launch a step.
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={lay['munge_socket']}",
+            f"AuthInfo=socket={lay['munge_socket']},cred_expire=30",
             f"StateSaveLocation={lay['ctld_spool']}",
             # %n: one spool dir, pid file and log per emulated node.
             f"SlurmdSpoolDir={state / 'spool' / 'slurmd-%n'}",
