@@ -1,0 +1,146 @@
+"""Adaptive sweeps (hpc.sweep.adaptive): bad adaptive: blocks refused at parse time with the key,
+and one small McCall sweep end to end through Snakemake (profiles/local) whose controller is
+killed mid-round, resumed, checked against an independent reservation wage, and rerun (nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import PYTHON, REPO, run_snakemake, write_spec
+from scipy.stats import betabinom
+
+from hpc.core.errors import SpecError
+from hpc.sweep import adaptive
+from hpc.sweep.spec import parse_spec
+
+BASE = {
+    "name": "mccall-adaptive",
+    "model": "mccall",
+    "params": {"n_wages": 21, "tol": 1.0e-5},
+    "adaptive": {"box": {"c": [10.0, 40.0], "beta": [0.9, 0.98]}, "output": "reservation_wage",
+                 "points_per_round": 6, "stop": {"max_points": 12}},
+}
+
+
+def with_adaptive(**changes):
+    spec = json.loads(json.dumps(BASE))
+    spec["adaptive"].update(changes)
+    return spec
+
+
+BAD = [
+    ("unknown parameter", with_adaptive(box={"kappa": [0.1, 0.2]}), "adaptive.box.kappa", "no parameter"),
+    ("unknown output", with_adaptive(output="wage_bill"), "adaptive.output", "no output"),
+    ("non-scalar output", with_adaptive(output="value"), "adaptive.output", "not a scalar"),
+    ("one of several outputs not scalar", with_adaptive(output=["reservation_wage", "value"]), "adaptive.output", "not a scalar"),
+    ("inverted box", with_adaptive(box={"c": [40.0, 10.0]}), "adaptive.box.c", "inverted"),
+    ("empty box range", with_adaptive(box={"c": [20.0, 20.0]}), "adaptive.box.c", "empty"),
+    ("no box at all", with_adaptive(box={}), "adaptive.box", ""),
+    ("out of the parameter's bounds", with_adaptive(box={"beta": [0.9, 1.5]}), "adaptive.box.beta", "out of bounds"),
+    ("shape parameter", with_adaptive(box={"n_wages": [10, 20]}), "adaptive.box.n_wages", "float parameter"),
+    ("no max_points", with_adaptive(stop={"loss": 0.01}), "adaptive.stop", "max_points"),
+    ("unknown stop key", with_adaptive(stop={"max_points": 10, "patience": 3}), "adaptive.stop", "patience"),
+    ("zero points per round", with_adaptive(points_per_round=0), "adaptive.points_per_round", ""),
+    ("both sweep and adaptive", dict(BASE, sweep={"c": [10.0, 20.0]}), "sweep", "both"),
+    ("both sample and adaptive", dict(BASE, sample={"method": "sobol", "n": 4, "ranges": {"c": [1.0, 2.0]}}), "sample", "both"),
+    ("fixed and in the box", dict(BASE, params={"c": 20.0}), "params.c", "both fixed"),
+    ("more shards than points per round", dict(BASE, shards=7), "shards", "7 shards"),
+    ("dask backend", dict(BASE, backend="dask"), "backend", "dask"),
+]
+
+
+@pytest.mark.fault("bad adaptive: blocks (unknown parameter/output, non-scalar output, empty or inverted box, "
+                   "sweep: and adaptive:, ...)", expect="one-line SpecError naming the key, at parse time")
+@pytest.mark.parametrize("label, spec, key, words", BAD, ids=[b[0] for b in BAD])
+def test_bad_adaptive_block_is_refused_with_its_key(label, spec, key, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(key), message
+    assert words in message, message
+
+
+def test_a_good_block_is_checked_and_digested():
+    spec = parse_spec(BASE)
+    assert spec.adaptive == {"box": {"c": [10.0, 40.0], "beta": [0.9, 0.98]}, "outputs": ["reservation_wage"],
+                             "points_per_round": 6, "stop": {"loss": None, "max_points": 12, "max_rounds": 50}}
+    assert "c" not in spec.fixed and "beta" not in spec.fixed
+    assert parse_spec(with_adaptive(points_per_round=5)).digest() != spec.digest()
+    # a round is a sweep of explicit points: one sampled dimension named point
+    r = adaptive.round_spec(spec, 1, {"c": [11.0, 12.0], "beta": [0.91, 0.92]})
+    assert (r.name, r.dims, r.shape, r.adaptive) == ("round-0001", ("point",), (2,), None)
+
+
+def reservation_wage(c: float, beta: float, n_wages: int = 21) -> float:
+    """The McCall reservation wage from its scalar equation, by bisection (no value iteration):
+    w/(1-β) = c + β Σ p(w') max(w', w)/(1-β), offers BetaBinomial(n-1, 200, 100) on 10..60."""
+    w = np.linspace(10.0, 60.0, n_wages)
+    p = betabinom(n_wages - 1, 200.0, 100.0).pmf(np.arange(n_wages))
+    lo, hi = 0.0, 100.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid / (1 - beta) - c - beta * np.sum(p * np.maximum(w, mid)) / (1 - beta) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return (lo + hi) / 2
+
+
+def round_dir(tmp_path, r):
+    return tmp_path / "results" / "mccall-adaptive" / "rounds" / f"round-{r:04d}"
+
+
+@pytest.mark.slow
+@pytest.mark.fault("adaptive sweep: Snakemake controller killed (SIGKILL) mid-round",
+                   expect="rerun finishes the round; no committed round solved again; same points asked; rerun does nothing")
+def test_adaptive_mccall_sweep_killed_mid_round_resumes_and_rerun_does_nothing(tmp_path):
+    spec = write_spec(tmp_path, BASE)
+    cmd = [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
+           "--directory", str(tmp_path), "--config", f"sweep={spec}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    deadline = time.time() + 300
+    while time.time() < deadline and not (round_dir(tmp_path, 1) / "plan.json").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the controller and round 1's running shard jobs die at once
+    proc.wait()
+    assert (round_dir(tmp_path, 0) / "merged.json").exists() and not (round_dir(tmp_path, 1) / "merged.json").exists()
+    round0 = {m.name: m.read_text() for m in (round_dir(tmp_path, 0) / "shards").glob("*.json")}
+    asked1 = (round_dir(tmp_path, 1) / "ask.json").read_text()
+    assert len(round0) == 1
+
+    run_snakemake(tmp_path, "--unlock", "--config", f"sweep={spec}")
+    run_snakemake(tmp_path, "--config", f"sweep={spec}")
+    # round 0 was not solved again, round 1 solved the points asked before the kill
+    assert {m.name: m.read_text() for m in (round_dir(tmp_path, 0) / "shards").glob("*.json")} == round0
+    assert (round_dir(tmp_path, 1) / "ask.json").read_text() == asked1
+    ds = xr.open_zarr(tmp_path / "results" / "mccall-adaptive" / "sweep.zarr")
+    assert ds.sizes["point"] == 12 and ds["point_done"].all()
+    assert ds["round"].values.tolist() == [0] * 6 + [1] * 6
+    pairs = set(zip(ds["c"].values.tolist(), ds["beta"].values.tolist()))
+    assert len(pairs) == 12, "a point was solved twice"
+    assert {(10.0, 0.9), (10.0, 0.98), (40.0, 0.9), (40.0, 0.98)} <= pairs  # Learner2D starts at the box's corners
+    asked = json.loads(asked1)["points"]
+    assert sorted(zip(asked["c"], asked["beta"])) == sorted(zip(ds["c"].values[6:], ds["beta"].values[6:]))
+    expected = [reservation_wage(c, b) for c, b in zip(ds["c"].values, ds["beta"].values)]
+    # VFI stops at a relative change of tol = 1e-5, within beta/(1-beta) tol max|v| of the fixed point
+    # in v, so w = (1-beta)(c + beta p.v) within beta^2 tol max|v| <= 0.03 (max|v| = 60/(1-0.98)) of it: 1e-3 of w >= 40.
+    np.testing.assert_allclose(ds["reservation_wage"].values, expected, rtol=1e-3)
+    attrs = ds.attrs
+    assert [r["n"] for r in attrs["rounds"]] == [6, 6]
+    assert attrs["final"]["reason"].startswith("max_points")
+    assert np.isinf(attrs["rounds"][0]["loss_before"]) and np.isfinite(attrs["rounds"][1]["loss_before"])
+    page = (tmp_path / "results" / "mccall-adaptive" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and 'id="adaptive-rounds"' in page
+
+    again = run_snakemake(tmp_path, "-n", "--config", f"sweep={spec}")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert "round 2: stop (max_points" in again.stderr
