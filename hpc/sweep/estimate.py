@@ -308,8 +308,14 @@ def probe(spec, root: Path | None = None, max_s: float = PROBE_MAX_S, fraction: 
         k = int(min(MAX_TIMED_STEPS, budget // step_s))
         timed = 1
         if k >= 1:
-            seconds, outputs, timed = _timed(solver, plan, _group_sample(plan, model, key, batch, k))
-            step_s = seconds / timed
+            # Each step timed alone, its median taken (the first pass's step counts too): one
+            # step slowed by another process on the cores does not move the estimate.
+            sample = _group_sample(plan, model, key, batch, k)
+            times = [step_s]
+            for i in range(0, sample.n, batch):
+                seconds, outputs, _ = _timed(solver, plan, sample.rows(i, i + batch))
+                times.append(seconds)
+            step_s, timed = float(np.median(times)), len(times)
         groups.append((key, compile_s, step_s, timed, outputs))
 
     # A shard's own start-up: a fresh process gets each group's program (from the cache where the

@@ -28,16 +28,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
-SWEEPS = {
-    "mccall": {"model": "mccall", "params": {"tol": 1.0e-6},
-               "sweep": {"c": {"linspace": [10, 30, 40]}, "beta": [0.9, 0.95, 0.99]},
-               "shards": 3, "batch_size": 16},
+SWEEPS = {  # each shard a second or more of steps beside its program load and writes
+    "mccall": {"model": "mccall", "params": {"tol": 1.0e-6, "n_wages": 501},
+               "sweep": {"c": {"linspace": [10, 30, 2000]}, "beta": [0.9, 0.92, 0.94, 0.96, 0.98, 0.99]},
+               "shards": 3, "batch_size": 64},
     "bianchi-small": {"model": "bianchi", "params": {"n_b": 100, "sim_periods": 20000},
-                      "sweep": {"kappa": {"linspace": [0.25, 0.4, 16]}}, "shards": 2, "batch_size": 2},
+                      "sweep": {"kappa": {"linspace": [0.25, 0.4, 200]}}, "shards": 2, "batch_size": 4},
     "bianchi-large": {"model": "bianchi", "params": {"n_b": 800, "sim_periods": 20000},
-                      "sweep": {"kappa": {"linspace": [0.25, 0.4, 16]}}, "shards": 2, "batch_size": 2},
+                      "sweep": {"kappa": {"linspace": [0.25, 0.4, 128]}}, "shards": 2, "batch_size": 4},
     "arellano": {"model": "arellano", "params": {"n_b": 101, "n_y": 21, "sim_periods": 20000},
-                 "sweep": {"beta": {"linspace": [0.94, 0.96, 12]}}, "shards": 2, "batch_size": 2},
+                 "sweep": {"beta": {"linspace": [0.94, 0.96, 128]}}, "shards": 2, "batch_size": 4},
 }
 
 
