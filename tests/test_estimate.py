@@ -154,9 +154,10 @@ def test_a_probe_of_a_tiny_sweep_predicts_its_run_and_the_report_puts_them_side_
         markers.append(json.loads((tmp_path / "results" / "est-tiny" / "shards" / f"shard-{shard:04d}.json").read_text()))
     ran = sum(m["duration_s"] for m in markers)
     peak = max(m["process_max_rss_mb"] for m in markers)
-    # A tiny sweep's shard is mostly start-up (program load, first writes): within a factor of 3
-    # in time (the benchmark holds the larger sweeps to ±25%), memory within ±30%.
-    assert ran / 3 <= result["compute_s"] <= ran * 3, (result["compute_s"], ran)
+    # A tiny sweep's shard is mostly start-up (program load, first writes), which other processes
+    # on the cores stretch at random: within a factor of 4 in time (bench_estimate.py holds larger
+    # sweeps to ±25%); memory, which load does not change, within ±30%.
+    assert ran / 4 <= result["compute_s"] <= ran * 4, (result["compute_s"], ran)
     predicted_peak = max(s["peak_memory_mb"] for s in result["shards"])
     assert 0.7 * peak <= predicted_peak <= 1.3 * peak, (predicted_peak, peak)
 
