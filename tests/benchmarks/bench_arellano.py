@@ -174,7 +174,7 @@ def bench_single(name: str, dtype, overrides: dict, repeat: int) -> dict:
     return {"brute_s": brute_s, "model_s": ours_s, "agree": agree}
 
 
-def bench_batch(name: str, dtype, overrides: dict, batch: int, lockstep: bool) -> None:
+def bench_batch(name: str, dtype, overrides: dict, batch: int, lockstep: bool, repeat: int) -> None:
     """``batch`` whole solves one after the other against one jit(vmap) of them (as a sweep runs)."""
     static = static_for(dtype, overrides)
     points = dynamic_for(dtype, batch)
@@ -184,15 +184,24 @@ def bench_batch(name: str, dtype, overrides: dict, batch: int, lockstep: bool) -
     def sequential(points):
         return [one({n: v[i] for n, v in points.items()}) for i in range(batch)]
 
-    seq_s, seq_out = timed(sequential, points)
-    vmap_s, vmap_out = timed(many, points)
+    # alternated, best of ``repeat`` each, so that a change of the machine's load hits both; the
+    # process's CPU time beside the wall time says how much of a difference is the load
+    seq_s = vmap_s = seq_cpu = vmap_cpu = np.inf
+    for _ in range(repeat):
+        cpu = time.process_time()
+        t, seq_out = timed(sequential, points)
+        seq_s, seq_cpu = min(seq_s, t), min(seq_cpu, time.process_time() - cpu)
+        cpu = time.process_time()
+        t, vmap_out = timed(many, points)
+        vmap_s, vmap_cpu = min(vmap_s, t), min(vmap_cpu, time.process_time() - cpu)
     seq_it = [int(o["iterations"]) for o in seq_out]
     agree = all(np.allclose(np.asarray(vmap_out["bond_price"][i]), np.asarray(seq_out[i]["bond_price"]),
                             atol=1e-5) for i in range(batch))
     print(f"{name} batch of {batch} (beta 0.945..0.96): sequential {seq_s:.2f} s ({batch / seq_s:.2f} points/s, "
           f"iterations {min(seq_it)}..{max(seq_it)}) | jit(vmap) {vmap_s:.2f} s ({batch / vmap_s:.2f} points/s; "
           f"{jax.default_backend()}: points {'one after the other' if jax.default_backend() == 'cpu' else 'in lockstep'}) "
-          f"| vmap / sequential {vmap_s / seq_s:.2f} (goal <= 1) | temp memory {temp_mb(many) / batch:.1f} MiB/point "
+          f"| vmap / sequential {vmap_s / seq_s:.2f} (goal <= 1; CPU time {vmap_cpu:.2f} s / {seq_cpu:.2f} s = "
+          f"{vmap_cpu / seq_cpu:.2f}) | temp memory {temp_mb(many) / batch:.1f} MiB/point "
           f"in the batch | results agree {agree} | {load()}", flush=True)
     if lockstep:
         def lockstep_equilibrium(d):
@@ -251,7 +260,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="101 x 15 grid, float32, short simulation")
     parser.add_argument("--batch", type=int, default=8, help="points in the batch comparison")
-    parser.add_argument("--repeat", type=int, default=1, help="timed repetitions of the brute force and the model's equilibrium (best kept)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed repetitions, alternated: brute force and model, sequential and vmap (best kept)")
+    parser.add_argument("--batch-only", action="store_true", help="only the batch comparison")
     parser.add_argument("--no-lockstep", action="store_true", help="skip the lockstep batching's timing")
     parser.add_argument("--moments", action="store_true", help="print the simulated-moments table and stop")
     args = parser.parse_args()
@@ -267,12 +277,14 @@ def main() -> None:
     print(f"the public JAX teaching code of the model, measured beside this project on 2026-12-01 (float64, "
           f"defaults, 2-core CPU): {REFERENCE['iterations']} iterations, ~{REFERENCE['ms_per_iteration']:.0f} "
           f"ms/iteration, ~{REFERENCE['solve_s']:.0f} s per solve (not rerun here)")
-    results = {name: bench_single(name, DTYPES[name], overrides, args.repeat) for name in precisions}
+    results = {} if args.batch_only else {name: bench_single(name, DTYPES[name], overrides, args.repeat)
+                                          for name in precisions}
     for name in precisions:
-        bench_batch(name, DTYPES[name], overrides, args.batch, lockstep=not args.no_lockstep)
-    print("summary: " + " | ".join(
-        f"{name} equilibrium {r['brute_s'] / r['model_s']:.1f}x faster than brute force, "
-        f"{'same answer' if r['agree'] else 'ANSWERS DIFFER'}" for name, r in results.items()))
+        bench_batch(name, DTYPES[name], overrides, args.batch, lockstep=not args.no_lockstep, repeat=args.repeat)
+    if results:
+        print("summary: " + " | ".join(
+            f"{name} equilibrium {r['brute_s'] / r['model_s']:.1f}x faster than brute force, "
+            f"{'same answer' if r['agree'] else 'ANSWERS DIFFER'}" for name, r in results.items()))
 
 if __name__ == "__main__":
     main()
