@@ -22,7 +22,7 @@ import yaml
 
 from hpc.core import timefmt
 from hpc.execution import dask_cluster
-from hpc.report.figures import Figure, Figures, pyplot
+from hpc.report.figures import Figure, Figures, evenly, pyplot
 from hpc.report.render import Table
 from hpc.report.sweep_data import Sweep, resumed, slurm_restarts
 
@@ -57,6 +57,25 @@ class Execution:
     resources: ResourceUse | None = None
 
 
+MANY_SHARDS = 60  # beyond this, the timeline and the per-shard figures draw a line per shard, not a labelled bar
+SHARD_ROWS = 200  # rows of a per-shard table at most; every shard's record is in the store
+
+
+def listed(rows: list, first: list[bool], what_first: str) -> tuple[list, str]:
+    """Up to SHARD_ROWS of a per-shard table's ``rows`` (in shard order): those ``first`` marks,
+    then others spread evenly over the rest; and the table's note saying so ("" when all fit)."""
+    if len(rows) <= SHARD_ROWS:
+        return rows, ""
+    marked = [i for i, m in enumerate(first) if m][:SHARD_ROWS]
+    others = [i for i, m in enumerate(first) if not m]
+    room = SHARD_ROWS - len(marked)
+    keep = sorted(set(marked) | ({others[j] for j in evenly(len(others), room)} if room > 0 else set()))
+    marked_text = f"the {len(marked)} {what_first}, then " if marked else ""
+    return ([rows[i] for i in keep],
+            f"{len(keep)} of {len(rows)} shards listed: {marked_text}shards spread evenly over the others. The "
+            "store holds every shard's record (hpc.sweep.store.read_shard_records).")
+
+
 def under_slurm(sweep: Sweep) -> bool:
     """Some shard was committed by a Slurm job (its record names the job)."""
     return any(s.get("job_id") for s in sweep.shards)
@@ -70,6 +89,8 @@ def timeline_figure(sweep: Sweep, figures: Figures) -> Figure | None:
     t0 = min(s["start"] for s in shards)
     hosts = sorted({str(s.get("host")) for s in shards})
     colors = plt.get_cmap("tab10")
+    if len(shards) > MANY_SHARDS:
+        return compact_timeline(shards, t0, hosts, colors, figures)
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(shards)))
     for s in shards:
         host = str(s.get("host"))
@@ -94,6 +115,32 @@ def timeline_figure(sweep: Sweep, figures: Figures) -> Figure | None:
                             "job start-up and queueing are not included.")
 
 
+def compact_timeline(shards: list[dict], t0: float, hosts: list[str], colors, figures: Figures) -> Figure:
+    """The timeline of many shards: one line per shard at a fixed size, requeued or resumed
+    shards marked at their end."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    width = max(0.3, min(2.0, 300 / len(shards)))
+    for i, host in enumerate(hosts):
+        mine = [s for s in shards if str(s.get("host")) == host]
+        ax.hlines([s["shard"] for s in mine], [s["start"] - t0 for s in mine], [s["end"] - t0 for s in mine],
+                  colors=[colors(i % 10)], linewidth=width, label=host)
+    marked = [s for s in shards if slurm_restarts(s) or resumed(s)]
+    if marked:
+        ax.plot([s["end"] - t0 for s in marked], [s["shard"] for s in marked], "|", color="red", markersize=6,
+                label="requeued or resumed")
+    ax.legend(title="host", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_ylim(max(s["shard"] for s in shards) + 0.5, min(s["shard"] for s in shards) - 0.5)
+    ax.set_xlabel("seconds since the first shard started")
+    ax.set_ylabel("shard")
+    ax.set_title("Shard timeline")
+    ax.grid(axis="x", alpha=0.3)
+    return figures.add(fig, f"When each of the {len(shards)} shards computed, one line per shard coloured by host "
+                            f"(time 0 is {timefmt.epoch_text(t0)}). A line spans the shard's solve, from its first "
+                            "process's start to its last one's end; job start-up and queueing are not included."
+                            + (" Red ticks mark requeued or resumed shards." if marked else ""))
+
+
 def throughput_figure(sweep: Sweep, figures: Figures) -> Figure | None:
     plt = pyplot()
     shards = [s for s in sweep.shards if s.get("duration_s")]
@@ -104,16 +151,18 @@ def throughput_figure(sweep: Sweep, figures: Figures) -> Figure | None:
     computed = [int(s.get("computed", s.get("points", 0)) or 0) for s in shards]
     rate = [c / d if d else 0.0 for c, d in zip(computed, duration)]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    a1.bar(ids, duration, color="#4c72b0")
+    many = len(ids) > MANY_SHARDS  # vertical lines, not thousands of bar patches
+    (a1.vlines(ids, 0, duration, color="#4c72b0", linewidth=0.8) if many else a1.bar(ids, duration, color="#4c72b0"))
     a1.set_xlabel("shard")
     a1.set_ylabel("duration [s]")
     a1.set_title("Duration per shard")
-    a2.bar(ids, rate, color="#55a868")
+    (a2.vlines(ids, 0, rate, color="#55a868", linewidth=0.8) if many else a2.bar(ids, rate, color="#55a868"))
     a2.set_xlabel("shard")
     a2.set_ylabel("throughput [points/s]")
     a2.set_title("Throughput per shard")
     for ax in (a1, a2):
-        ax.set_xticks(ids if len(ids) <= 20 else ids[:: math.ceil(len(ids) / 20)])
+        if not many:
+            ax.set_xticks(ids if len(ids) <= 20 else ids[:: math.ceil(len(ids) / 20)])
     fig.suptitle("Per-shard duration and throughput")
     return figures.add(fig, "Seconds each shard took to solve its points (left) and the points it computed per "
                             "second (right); a resumed shard computed only its uncommitted chunks.")
@@ -138,7 +187,10 @@ def shard_table(sweep: Sweep, t0: float) -> Table:
                        round(computed / duration, 3) if computed and duration else None,
                        s.get("processes"), devices, s.get("failed", 0), s.get("not_converged"),
                        s.get("non_finite")])
-    return Table(columns, rows, id="shards")
+    rows, note = listed(rows, [bool(s.get("failed") or s.get("not_converged") or s.get("non_finite") or resumed(s)
+                                    or slurm_restarts(s)) for s in sweep.shards],
+                        "shards with failed, unconverged or non-finite points, or resumed or requeued")
+    return Table(columns, rows, id="shards", note=note)
 
 
 def retries_text(sweep: Sweep) -> list[str]:
@@ -181,6 +233,7 @@ def plan_against_ran(sweep: Sweep) -> PlanAgainstRan | None:
     rows, differ = [], 0
     for shard in range(plan.n_shards):
         first, last = plan.shard_chunks[shard]
+        planned = plan.shard_points(shard)
         ran = by_shard.get(shard)
         if ran is None:
             verdict = "not run (no marker)"
@@ -192,21 +245,22 @@ def plan_against_ran(sweep: Sweep) -> PlanAgainstRan | None:
                     notes.append(f"{ran['processes']} workers for at most {workers}")
             elif ran.get("processes") not in (None, tasks):
                 notes.append(f"{ran['processes']} processes for {tasks} tasks")
-            if ran.get("points") != plan.shard_points(shard):
+            if ran.get("points") != planned:
                 notes.append("another point count")
-            if ran.get("computed") is not None and ran["computed"] < plan.shard_points(shard):
+            if ran.get("computed") is not None and ran["computed"] < planned:
                 notes.append("resumed")
             verdict = "; ".join(notes) or "as planned"
         differ += verdict != "as planned"
-        rows.append([shard, f"{first}..{last - 1}", plan.shard_points(shard),
+        rows.append([shard, f"{first}..{last - 1}", planned,
                      ran.get("host") if ran else None, ran.get("processes") if ran else None,
                      ran.get("computed") if ran else None, verdict])
+    rows, note = listed(rows, [row[-1] != "as planned" for row in rows], "shards that differ from the plan")
     return PlanAgainstRan(
         n_shards=plan.n_shards, n_chunks=plan.n_chunks, chunks=tuple(plan.chunks),
         asked=", ".join(f"{k}={v}" for k, v in res.items()) or "the profile's defaults",
         ran=len(sweep.shards), differ=differ,
         table=Table(["shard", "chunks", "planned points", "host", "processes", "computed", "against the plan"], rows,
-                    id="plan-against-ran"))
+                    id="plan-against-ran", note=note))
 
 
 HEADROOM = 1.2  # the advised request: the peak RSS times this, rounded up to ROUND_MB
@@ -265,7 +319,10 @@ def resource_use(sweep: Sweep) -> ResourceUse | None:
         columns = ["shard", "host", "processes", "elapsed [s]", "CPU time [s]", "peak RSS [MB]", "device peak [MB]"]
         rows = [[r["shard"], r.get("host"), r.get("processes"), r.get("elapsed_s"), r.get("total_cpu_s"),
                  r.get("max_rss_mb"), r.get("device_peak_mb")] for r in records]
-    return ResourceUse(slurm=slurm, table=Table(columns, rows, id="resource-use"),
+    peak = max((r.get("max_rss_mb") or 0 for r in records), default=0)
+    rows, note = listed(rows, [bool(peak) and r.get("max_rss_mb") == peak for r in records],
+                        "shards with the largest peak RSS")
+    return ResourceUse(slurm=slurm, table=Table(columns, rows, id="resource-use", note=note),
                        advice=right_sizing(records) if slurm else None)
 
 

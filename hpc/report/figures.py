@@ -116,6 +116,33 @@ def cell_centres(edges: np.ndarray) -> np.ndarray:
     return (edges[1:] + edges[:-1]) / 2
 
 
+# A figure summarizes a large sweep by sampling it: never more than these many cells along a heat
+# map's axis or points along a line or in a scatter plot (matplotlib's cost grows with them).
+MAX_CELLS = 300
+MAX_LINE_POINTS = 2000
+MAX_SCATTER = 5000
+
+
+def stride(n: int, limit: int) -> int:
+    """The step that takes at most ``limit`` of ``n`` values, evenly (every ``stride``-th)."""
+    return max(1, math.ceil(n / limit))
+
+
+def any_in_blocks(flags: np.ndarray, axis: int, step: int) -> np.ndarray:
+    """Along ``axis``, whether any flag is set in each block of ``step`` values (the block a
+    sampled value stands for)."""
+    if step == 1 or flags.shape[axis] == 0:
+        return flags
+    return np.logical_or.reduceat(flags, np.arange(0, flags.shape[axis], step), axis=axis)
+
+
+def sampling_note(parts: list[tuple[str, int, int]]) -> str:
+    """`` Sampled: one value in 4 of c (250 of 1000) ...``: how a figure sampled its axes (name, step, length)."""
+    texts = [f"{name}, one value in {k} ({math.ceil(n / k)} of {n})" for name, k, n in parts if k > 1]
+    return (" Sampled to keep the figure light: " + "; ".join(texts) + " drawn, each standing for its block of "
+            "the grid (a red cross marks a block with a point that failed).") if texts else ""
+
+
 def evenly(n: int, k: int) -> list[int]:
     """Up to ``k`` indices spread over range(n), both ends included."""
     if n <= k:

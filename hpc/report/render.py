@@ -24,13 +24,15 @@ class Table:
     """A table of the page: column headings and rows of values (formatted by the template: numbers
     to six significant digits and aligned right, bools as yes/no, None as an empty cell).
 
-    ``id`` names the table in the page (tests and readers find it by it); ``css`` is its class.
+    ``id`` names the table in the page (tests and readers find it by it); ``css`` is its class;
+    ``note`` a sentence under it (e.g. which rows of a longer table it lists).
     """
 
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
     id: str = ""
     css: str = ""
+    note: str = ""
 
 
 @lru_cache(maxsize=1)

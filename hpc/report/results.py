@@ -10,16 +10,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpc.report.figures import (
+    MAX_CELLS,
+    MAX_LINE_POINTS,
+    MAX_SCATTER,
     Figure,
     Figures,
+    any_in_blocks,
     cell_centres,
     color_norm,
     evenly,
     is_geometric,
     is_numeric_array,
     pyplot,
+    sampling_note,
     set_grid_axis,
     spans_decades,
+    stride,
 )
 from hpc.report.formatting import fmt, label
 from hpc.report.render import Table
@@ -89,6 +95,9 @@ def scalar_figure(sweep: Sweep, out, figures: Figures) -> Figure | None:
         dim = plotted[0]
         x, xlabel = sweep.coordinate(dim)
         y, bad = take(fixed, values), take(fixed, failed)
+        step = stride(len(x), MAX_LINE_POINTS)  # a long line: every step-th point, crosses per block
+        sampled = sampling_note([(dim, step, len(x))])
+        x, y, bad = x[::step], y[::step], any_in_blocks(bad, 0, step)
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         numeric = is_numeric_array(x)
         xs = x.astype(float) if numeric else np.arange(len(x))
@@ -110,7 +119,7 @@ def scalar_figure(sweep: Sweep, out, figures: Figures) -> Figure | None:
         ax.grid(alpha=0.3)
         caption = (f"{out.name} ({out.doc or 'model output'}) against {xlabel}."
                    + (" Red crosses mark points that failed, did not converge or are not finite." if bad.any() else "")
-                   + fixed_note)
+                   + fixed_note + sampled)
         return figures.add(fig, caption)
 
     ydim, xdim = plotted
@@ -118,10 +127,16 @@ def scalar_figure(sweep: Sweep, out, figures: Figures) -> Figure | None:
     yv, ylabel = sweep.coordinate(ydim)
     panel_dim = panels[0] if panels else None
     panel_index = evenly(sweep.ds.sizes[panel_dim], PANELS) if panel_dim else [None]
+    # A large grid is drawn at every k-th value of each axis (a cell per block, crossed where any
+    # point of the block failed): pcolormesh's cost and the PNG grow with the cells, not the page.
+    sx, sy = stride(len(xv), MAX_CELLS), stride(len(yv), MAX_CELLS)
+    sampled = sampling_note([(xdim, sx, len(xv)), (ydim, sy, len(yv))])
+    xv, yv = xv[::sx], yv[::sy]
     slices = []
     for p in panel_index:
         index = dict(fixed, **({panel_dim: p} if panel_dim else {}))
-        slices.append((p, take(index, values), take(index, failed)))
+        blocks = any_in_blocks(any_in_blocks(take(index, failed), 0, sy), 1, sx)
+        slices.append((p, take(index, values)[::sy, ::sx], blocks))
     norm = color_norm(np.concatenate([s[1].ravel() for s in slices]))
     ncols = min(3, len(slices))
     nrows = math.ceil(len(slices) / ncols)
@@ -148,7 +163,7 @@ def scalar_figure(sweep: Sweep, out, figures: Figures) -> Figure | None:
     any_bad = any(bad.any() for _, _, bad in slices)
     caption = (f"{out.name} ({out.doc or 'model output'}) over {xlabel} and {ylabel}; grey cells are not computed "
                f"or not finite" + (", red crosses mark points that failed, did not converge or are not finite" if any_bad else "")
-               + f".{shown}{fixed_note}")
+               + f".{shown}{fixed_note}{sampled}")
     return figures.add(fig, caption)
 
 
@@ -161,11 +176,16 @@ def sample_scatter(sweep: Sweep, out, figures: Figures) -> Figure | None:
         return scalar_figure(sweep, out, figures)
     values = np.where(sweep.done, sweep.values(out.name).astype(float), np.nan)
     x, y = (np.asarray(sweep.ds[n].values) for n in names)
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    sc = ax.scatter(x, y, c=values, cmap="viridis", s=30, edgecolors="k", linewidths=0.3)
     bad = sweep.failed
+    step = stride(len(values), MAX_SCATTER)  # many points: every step-th, and every failed one up to the limit
+    shown = (f" {len(values[::step])} of the {len(values)} points are drawn (one in {step}), with up to {MAX_SCATTER} "
+             "of those that failed." if step > 1 else "")
+    failed_at = np.flatnonzero(bad)[:MAX_SCATTER]
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    sc = ax.scatter(x[::step], y[::step], c=values[::step], cmap="viridis", s=30 if step == 1 else 8,
+                    edgecolors="k", linewidths=0.3 if step == 1 else 0)
     if bad.any():
-        ax.plot(x[bad], y[bad], "x", color="red", markersize=9)
+        ax.plot(x[failed_at], y[failed_at], "x", color="red", markersize=9)
     units = sweep.ds[out.name].attrs.get("units", "")
     fig.colorbar(sc, ax=ax, label=label(out.name, units))
     ax.set_xlabel(label(names[0], sweep.ds[names[0]].attrs.get("units", "")))
@@ -173,7 +193,7 @@ def sample_scatter(sweep: Sweep, out, figures: Figures) -> Figure | None:
     ax.set_title(f"{out.name} at the sampled points")
     return figures.add(fig, f"{out.name} ({out.doc or 'model output'}) at each sampled point, placed by {names[0]} "
                             f"and {names[1]}" + ("; red crosses mark points that failed, did not converge or are not finite"
-                                                 if bad.any() else "") + ".")
+                                                 if bad.any() else "") + "." + shown)
 
 
 # --------------------------------------------------------------------------------------------
