@@ -14,6 +14,11 @@ def _cmd_validate(args) -> int:
     from hpc.sweep.spec import load_spec
 
     spec = load_spec(args.spec)
+    if spec.adaptive:
+        a = spec.adaptive
+        print(f"{args.spec}: ok ({spec.model}, adaptive: up to {a['stop']['max_points']} points in rounds of "
+              f"{a['points_per_round']}, {spec.shards} shards per round)")
+        return 0
     print(f"{args.spec}: ok ({spec.model}, {spec.n_points} points, {spec.shards} shards)")
     return 0
 
@@ -25,6 +30,14 @@ def _cmd_plan(args) -> int:
 
     _plan_estimate_args(args)
     spec = load_spec(args.spec)
+    if spec.adaptive:  # its rounds are planned as they come (hpc.sweep.adaptive): show the next one
+        from hpc.sweep.adaptive import describe_first_round
+
+        if args.output or args.estimate:
+            raise SpecError("adaptive", "an adaptive sweep plans each round when it comes",
+                            "run it with snakemake; hpc plan SPEC shows its next round")
+        print(describe_first_round(spec))
+        return 0
     if args.output:
         plan, state = store.plan_sweep(spec, args.output)
         print(f"store {paths.store_path(plan.name, paths.root_of_plan(args.output))}: {state}", file=sys.stderr)
@@ -119,8 +132,14 @@ def _cmd_aggregate(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from hpc.core import zarrio
     from hpc.report.build import write_report
 
+    if zarrio.read_attrs(paths.store_path(args.name, Path(args.results))).get("kind") == "adaptive":
+        from hpc.report.adaptive import write_adaptive_report
+
+        print(write_adaptive_report(args.name, Path(args.results), args.output))
+        return 0
     print(write_report(args.name, Path(args.results), args.output))
     return 0
 

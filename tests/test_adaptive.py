@@ -79,6 +79,14 @@ def test_a_good_block_is_checked_and_digested():
     assert (r.name, r.dims, r.shape, r.adaptive) == ("round-0001", ("point",), (2,), None)
 
 
+def test_dry_run_description_shows_the_first_round_and_writes_nothing(tmp_path):
+    text = adaptive.describe_first_round(parse_spec(BASE), root=tmp_path)
+    lines = text.splitlines()
+    assert lines[1] == "round 0 (0 points solved so far): 6 points"
+    assert lines[2:6] == ["  c=10, beta=0.9", "  c=10, beta=0.98", "  c=40, beta=0.9", "  c=40, beta=0.98"]  # the corners
+    assert list(tmp_path.iterdir()) == []
+
+
 def reservation_wage(c: float, beta: float, n_wages: int = 21) -> float:
     """The McCall reservation wage from its scalar equation, by bisection (no value iteration):
     w/(1-β) = c + β Σ p(w') max(w', w)/(1-β), offers BetaBinomial(n-1, 200, 100) on 10..60."""

@@ -277,8 +277,9 @@ def decide(spec, root: Path | None = None) -> dict:
             "points": {p: [float(a[j]) for a in asked] for j, p in enumerate(settings["box"])}}
 
 
-def ask_round(spec, r: int, out: str | Path, root: Path | None = None) -> dict:
-    """Round ``r``'s decision, written atomically to ``out`` (kept as it is when already there)."""
+def ask_round(spec, r: int, out: str | Path, root: Path | None = None, log: str | Path | None = None) -> dict:
+    """Round ``r``'s decision, written atomically to ``out`` (kept as it is when already there;
+    also to ``log``)."""
     out = Path(out)
     if out.exists():
         return json.loads(out.read_text())
@@ -291,7 +292,14 @@ def ask_round(spec, r: int, out: str | Path, root: Path | None = None) -> dict:
     write_atomic(out, json.dumps(body, indent=1))
     if body["stop"]:
         _record(spec.name, root, final={"rounds": r, "loss": body["loss"], "reason": body["reason"]})
+    _log(log, body)
     return body
+
+
+def _log(log: str | Path | None, body: dict) -> None:
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text(json.dumps(body, indent=1) + "\n")
 
 
 def round_spec(spec, r: int, points: dict[str, list]):
@@ -315,7 +323,8 @@ def plan_round(spec, ask_file: str | Path, plan_file: str | Path):
     return store.plan_sweep(round_spec(spec, ask["round"], ask["points"]), plan_file)
 
 
-def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None = None) -> dict:
+def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None = None,
+                log: str | Path | None = None) -> dict:
     """Append round r's committed points to the sweep's store (whole chunks of its own), record
     the round, and write ``out``. A round merged already is left as it is."""
     from hpc.sweep.plan import read_plan
@@ -360,6 +369,7 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
                 "non_finite": int((~np.asarray(sub["finite"][...])).sum()), "merged": now_iso()}
         _record(spec.name, root, round=body)
     write_atomic(out, json.dumps(body, indent=1))
+    _log(log, body)
     return body
 
 
@@ -369,6 +379,30 @@ def _record(name: str, root: Path | None, round: dict | None = None, final: dict
         group.attrs["rounds"] = [*group.attrs.get("rounds", []), round]
     if final is not None:
         group.attrs["final"] = final
+
+
+def round_markers_input(checkpoints, spec):
+    """The Snakemake input function of a round's merge: its shards' markers (their number from the
+    round's ask, so after that checkpoint)."""
+    def markers(wildcards) -> list[str]:
+        ask = json.loads(Path(checkpoints.adaptive_ask.get(round=wildcards.round).output.ask).read_text())
+        r = int(wildcards.round)
+        return [str(paths.marker_path(round_name(r), s, rounds_root(spec.name))) for s in range(round_shards(ask, spec))]
+    return markers
+
+
+def rounds_input(checkpoints, spec):
+    """The Snakemake input function of the last step: every round's merge, walking the rounds'
+    checkpoints (evaluated again after each) until one says stop; then that ask."""
+    def rounds(wildcards) -> list[str]:
+        done, r = [], 0
+        while True:
+            ask = checkpoints.adaptive_ask.get(round=f"{r:04d}").output.ask
+            if json.loads(Path(ask).read_text())["stop"]:
+                return [*done, ask]
+            done.append(str(merged_path(spec.name, r)))
+            r += 1
+    return rounds
 
 
 def finalize(spec, out: str | Path, root: Path | None = None) -> dict:

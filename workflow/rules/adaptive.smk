@@ -30,9 +30,11 @@ checkpoint adaptive_ask:
         round=r"\d{4}",
     params:
         digest=SPEC.digest(),
+    log:
+        f"{ROUND_DIR}/logs/ask.log",
     localrule: True
     run:
-        adaptive.ask_round(SPEC, int(wildcards.round), output.ask)
+        adaptive.ask_round(SPEC, int(wildcards.round), output.ask, log=log[0])
 
 
 rule adaptive_plan:
@@ -77,39 +79,24 @@ rule adaptive_shard:
         "--marker {output.marker:q} {params.launch} 2> {log:q}"
 
 
-def adaptive_round_markers(wildcards):
-    ask = json.loads(Path(checkpoints.adaptive_ask.get(round=wildcards.round).output.ask).read_text())
-    return [f"{ROUNDS_DIR}/round-{wildcards.round}/shards/shard-{s:04d}.json"
-            for s in range(adaptive.round_shards(ask, SPEC))]
-
-
 rule adaptive_merge:
     input:
         plan=f"{ROUND_DIR}/plan.json",
-        markers=adaptive_round_markers,
+        markers=adaptive.round_markers_input(checkpoints, SPEC),  # the round's shards, from its ask
     output:
         merged=f"{ROUND_DIR}/merged.json",
     wildcard_constraints:
         round=r"\d{4}",
+    log:
+        f"{ROUND_DIR}/logs/merge.log",
     localrule: True
     run:
-        adaptive.merge_round(SPEC, input.plan, output.merged)
-
-
-def adaptive_rounds(wildcards):
-    """Every round's merge, up to the checkpoint that says stop (evaluated again after each)."""
-    done, r = [], 0
-    while True:
-        ask_file = checkpoints.adaptive_ask.get(round=f"{r:04d}").output.ask
-        if json.loads(Path(ask_file).read_text())["stop"]:
-            return done + [ask_file]
-        done.append(f"{ROUNDS_DIR}/{adaptive.round_name(r)}/merged.json")
-        r += 1
+        adaptive.merge_round(SPEC, input.plan, output.merged, log=log[0])
 
 
 rule adaptive_aggregate:
     input:
-        adaptive_rounds,
+        adaptive.rounds_input(checkpoints, SPEC),  # every round's merge, up to the ask that says stop
     output:
         summary=f"{SWEEP_DIR}/aggregate.json",
     log:
