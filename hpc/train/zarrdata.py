@@ -26,6 +26,7 @@ import queue
 import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,10 @@ def inspect_store(path: Path, inputs: list[str], target: str, dim: str | None) -
     if not path.exists():
         raise SpecError("data.zarr", f"{str(path)!r} not found", "a relative path is taken from the spec's folder")
     try:
-        ds = xr.open_zarr(path, chunks=None, consolidated=None)
+        with warnings.catch_warnings():  # a store without consolidated metadata is fine
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.filterwarnings("ignore", message="Consolidated metadata")
+            ds = xr.open_zarr(path, chunks=None, consolidated=None)
     except Exception as exc:
         raise SpecError("data.zarr", f"{path} is not a Zarr store xarray can read: {type(exc).__name__}: {exc}") from None
     named = [(f"data.inputs[{i}]", name) for i, name in enumerate(inputs)] + [("data.target", target)]

@@ -277,10 +277,10 @@ def test_the_convolutional_example_maps_parameters_to_the_whole_value_function(m
     21-point wage grid, held-out error under the bound the MLP surrogate meets."""
     example = yaml.safe_load((REPO / "workflow" / "train" / "mccall-conv.yaml").read_text())
     assert load_train_spec(REPO / "workflow" / "train" / "mccall-conv.yaml").data.outputs == 51
-    spec = dict(example, name="mc-conv", steps=1000, eval_every=250, checkpoint_every=1000, resources={},
+    spec = dict(example, name="mc-conv", steps=500, eval_every=250, checkpoint_every=500, resources={},
                 data=dict(example["data"], sweep="sweep.yaml"),
-                network=dict(example["network"], module=str(REPO / "workflow" / "train" / "networks"
-                                                            / "policy_conv.py") + ":PolicyConv"))
+                network={"module": str(REPO / "workflow" / "train" / "networks" / "policy_conv.py") + ":PolicyConv",
+                         "args": dict(example["network"]["args"], channels=16, blocks=2)})  # smaller, for CI
     path = train_helpers.workdir_with_store(mccall_store, tmp_path, spec)
     run_hpc("train", "run", path, cwd=tmp_path)
     marker = json.loads((tmp_path / "results" / "mc-conv" / "train.json").read_text())
