@@ -3,9 +3,10 @@
     .venv/bin/python tests/benchmarks/bench_adaptive.py [--dense 161] [--per-round 32] [--max-points 1200]
 
 The function: McCall's reservation wage over compensation c in [10, 40] and patience beta in
-[0.9, 0.99], on a coarse offer grid (n_wages = 11, offers 5 apart), where it kinks along every
-curve on which it crosses an offer: a sharp feature between smooth pieces. Every value is a model
-solve by the runner's own ``solve_points`` (jit(vmap(solve)), float64).
+[0.9, 0.999], on a coarse offer grid (n_wages = 11, offers 5 apart), where it kinks along every
+curve on which it crosses an offer, and steepens as beta nears 1: sharp features between smooth
+pieces. Every value is a model solve by the runner's own ``solve_points`` (jit(vmap(solve)),
+float64).
 
 - Truth: a dense uniform grid (``--dense`` per side).
 - Uniform: k x k grids (k^2 solves), interpolated bilinearly onto the dense grid.
