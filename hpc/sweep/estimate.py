@@ -225,11 +225,12 @@ def _log(message: str) -> None:
 
 
 def _group_sample(plan: Plan, model, key: tuple, batch: int, k: int) -> Points:
-    """Up to ``k`` full steps of ``batch`` points of static group ``key``, spread evenly over
-    the sweep (the points' cost may vary along it)."""
+    """Up to ``k`` full steps of ``batch`` points of static group ``key``: the middle step of
+    each of ``k`` equal stretches of the group (the points' cost may vary along the sweep)."""
     members = [i for i, kk in enumerate(_keys(plan, model)) if kk == key]
     n_steps = max(1, len(members) // batch)
-    starts = np.unique(np.linspace(0, n_steps - 1, min(k, n_steps)).round().astype(int)) * batch
+    k = min(k, n_steps)
+    starts = np.unique(((np.arange(k) + 0.5) * n_steps / k).astype(int)) * batch
     idx = np.concatenate([np.asarray(members[s:s + batch]) for s in starts])
     return _points_at(plan, model, idx)
 
@@ -308,14 +309,14 @@ def probe(spec, root: Path | None = None, max_s: float = PROBE_MAX_S, fraction: 
         k = int(min(MAX_TIMED_STEPS, budget // step_s))
         timed = 1
         if k >= 1:
-            # Each step timed alone, its median taken (the first pass's step counts too): one
-            # step slowed by another process on the cores does not move the estimate.
+            # k steps, one from each of k equal stretches of the group (a point's cost may change
+            # along the sweep), each timed alone: their mean is the mean step's cost.
             sample = _group_sample(plan, model, key, batch, k)
-            times = [step_s]
+            times = []
             for i in range(0, sample.n, batch):
                 seconds, outputs, _ = _timed(solver, plan, sample.rows(i, i + batch))
                 times.append(seconds)
-            step_s, timed = float(np.median(times)), len(times)
+            step_s, timed = float(np.mean(times)), len(times)
         groups.append((key, compile_s, step_s, timed, outputs))
 
     # A shard's own start-up: a fresh process gets each group's program (from the cache where the
