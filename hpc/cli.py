@@ -145,10 +145,16 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_status(args) -> int:
+    from hpc.core import zarrio
     from hpc.sweep.status import format_status, sweep_status, watch
 
     jobs = args.slurm != "none"
     sources = ("sacct", "squeue") if args.slurm == "auto" else (args.slurm,)
+    if zarrio.read_attrs(paths.store_path(args.name, Path(args.results))).get("kind") == "adaptive":
+        from hpc.sweep.adaptive import describe_progress
+
+        print(describe_progress(args.name, Path(args.results)))
+        return 0
     if args.watch:
         try:
             return watch(args.name, Path(args.results), args.interval, jobs=jobs, sources=sources)

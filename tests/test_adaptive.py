@@ -146,6 +146,15 @@ def test_adaptive_mccall_sweep_killed_mid_round_resumes_and_rerun_does_nothing(t
     assert [r["n"] for r in attrs["rounds"]] == [6, 6]
     assert attrs["final"]["reason"].startswith("max_points")
     assert np.isinf(attrs["rounds"][0]["loss_before"]) and np.isfinite(attrs["rounds"][1]["loss_before"])
+    status = adaptive.describe_progress("mccall-adaptive", tmp_path / "results")  # what hpc status prints
+    assert "2 rounds merged, 12 points; stopped after 2 rounds: max_points" in status
+    # merging a merged round again (a merge killed after recording it) changes nothing
+    before = ds["reservation_wage"].values.copy()
+    again_merge = adaptive.merge_round(parse_spec(BASE), round_dir(tmp_path, 1) / "plan.json", tmp_path / "m.json",
+                                       root=tmp_path / "results")
+    assert again_merge == attrs["rounds"][1]
+    after = xr.open_zarr(tmp_path / "results" / "mccall-adaptive" / "sweep.zarr", consolidated=False)
+    assert after.sizes["point"] == 12 and np.array_equal(after["reservation_wage"].values, before)
     page = (tmp_path / "results" / "mccall-adaptive" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and 'id="adaptive-rounds"' in page
 

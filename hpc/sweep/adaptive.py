@@ -444,3 +444,19 @@ def describe_first_round(spec, root: Path | None = None, limit: int | None = Non
     if limit is not None and n > limit:
         lines.append(f"  ... and {n - limit} more")
     return "\n".join(lines)
+
+
+def describe_progress(name: str, root: Path | None = None) -> str:
+    """``hpc status`` of an adaptive sweep: its merged rounds, whether it stopped, where each
+    round's own status is."""
+    attrs = zarrio.read_attrs(paths.store_path(name, root))
+    rounds = attrs.get("rounds", [])
+    final = attrs.get("final")
+    lines = [f"adaptive sweep {name} (digest {attrs.get('digest')}): {len(rounds)} rounds merged, "
+             f"{sum(r['n'] for r in rounds)} points; "
+             + (f"stopped after {final['rounds']} rounds: {final['reason']}" if final else "not stopped yet")]
+    for r in rounds:
+        lines.append(f"  round {r['round']}: {r['n']} points from point {r['first']}, {r['shards']} shards, "
+                     f"loss before {r['loss_before']:.4g}, {r['failed']} failed, {r['non_finite']} non-finite")
+    lines.append(f"each round's shards: hpc status round-RRRR --results {rounds_root(name, root)}")
+    return "\n".join(lines)
