@@ -87,6 +87,29 @@ def test_dry_run_description_shows_the_first_round_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path):
+    """The controller's steps without Snakemake, for Learner1D: ask, plan, run the shard, merge;
+    the next ask stops once the loss is under the goal."""
+    from hpc.sweep.runner import run_and_commit
+
+    spec = parse_spec(dict(BASE, name="mccall-1d", params={"n_wages": 21, "tol": 1.0e-5, "beta": 0.95},
+                           adaptive={"box": {"c": [10.0, 40.0]}, "output": "reservation_wage", "points_per_round": 3,
+                                     "stop": {"loss": 10.0, "max_points": 30}}))
+    root = tmp_path / "results"
+    ask = adaptive.ask_round(spec, 0, adaptive.ask_path(spec.name, 0, root), root=root)
+    assert ask["stop"] is False and sorted(ask["points"]["c"]) == [10.0, 25.0, 40.0]  # ends, then the middle
+    plan_file = adaptive.round_plan_path(spec.name, 0, root)
+    plan, _ = adaptive.plan_round(spec, adaptive.ask_path(spec.name, 0, root), plan_file)
+    run_and_commit(str(plan_file), 0)
+    adaptive.merge_round(spec, plan_file, adaptive.merged_path(spec.name, 0, root), root=root)
+    stop = adaptive.ask_round(spec, 1, adaptive.ask_path(spec.name, 1, root), root=root)
+    assert stop["stop"] and stop["reason"].startswith("loss") and 0 < stop["loss"] <= 10.0
+    ds = xr.open_zarr(root / "mccall-1d" / "sweep.zarr", consolidated=False)
+    np.testing.assert_allclose(ds["reservation_wage"].values, [reservation_wage(c, 0.95) for c in ds["c"].values], rtol=1e-3)
+    with pytest.raises(RuntimeError, match="round 0 asked with 1 rounds merged"):  # a stale round is never asked again
+        adaptive.ask_round(spec, 0, tmp_path / "other-ask.json", root=root)
+
+
 def reservation_wage(c: float, beta: float, n_wages: int = 21) -> float:
     """The McCall reservation wage from its scalar equation, by bisection (no value iteration):
     w/(1-β) = c + β Σ p(w') max(w', w)/(1-β), offers BetaBinomial(n-1, 200, 100) on 10..60."""

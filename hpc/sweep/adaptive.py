@@ -161,7 +161,7 @@ def learner_loss(learner) -> float:
     """The learner's loss (inf while it has too few points to tell)."""
     try:
         return float(learner.loss())
-    except (ValueError, ZeroDivisionError, IndexError):
+    except Exception:  # e.g. a triangulation of too few points (scipy's QhullError)
         return math.inf
 
 
