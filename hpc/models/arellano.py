@@ -354,13 +354,22 @@ def solve_equilibrium(econ: Economy, params: ArellanoParams, tol: float, max_ite
 
     @run.def_vmap
     def run_batched(axis_size, in_batched, arrays, params):
-        arrays, params = jax.tree.map(
-            lambda x, batched: x if batched else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-            (arrays, params), tuple(in_batched))
         how = batching
         if how == "auto":
             how = "map" if jax.default_backend() == "cpu" else "lockstep"
-        out = jax.lax.map(lambda a: one_point(*a), (arrays, params)) if how == "map" else lockstep(arrays, params)
+        leaves, tree = jax.tree.flatten((arrays, params))
+        flags = jax.tree.leaves(tuple(in_batched))
+        if how == "map":
+            # Only the batched inputs are mapped over; the others (the bond grid, often) stay
+            # the constants they are in a single solve, which XLA folds into the step.
+            def point(mapped):
+                it = iter(mapped)
+                return one_point(*jax.tree.unflatten(tree, [next(it) if f else x for x, f in zip(leaves, flags)]))
+
+            out = jax.lax.map(point, [x for x, f in zip(leaves, flags) if f])
+        else:
+            full = [x if f else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)) for x, f in zip(leaves, flags)]
+            out = lockstep(*jax.tree.unflatten(tree, full))
         return out, jax.tree.map(lambda _: True, out)
 
     arrays = (econ.bond_grid, econ.income, econ.income_in_default, econ.transition)
