@@ -87,12 +87,16 @@ def test_dry_run_description_shows_the_first_round_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path):
+@pytest.mark.parametrize("source", ["builtin", "file"])
+def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path, source):
     """The controller's steps without Snakemake, for Learner1D: ask, plan, run the shard, merge;
-    the next ask stops once the loss is under the goal."""
+    the next ask stops once the loss is under the goal. The same for McCall's model from a file."""
+    from user_models import mccall_file_model
+
     from hpc.sweep.runner import run_and_commit
 
-    spec = parse_spec(dict(BASE, name="mccall-1d", params={"n_wages": 21, "tol": 1.0e-5, "beta": 0.95},
+    model = "mccall" if source == "builtin" else mccall_file_model(tmp_path / "models")
+    spec = parse_spec(dict(BASE, name="mccall-1d", model=model, params={"n_wages": 21, "tol": 1.0e-5, "beta": 0.95},
                            adaptive={"box": {"c": [10.0, 40.0]}, "output": "reservation_wage", "points_per_round": 3,
                                      "stop": {"loss": 10.0, "max_points": 30}}))
     root = tmp_path / "results"
@@ -106,6 +110,7 @@ def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path):
     assert stop["stop"] and stop["reason"].startswith("loss") and 0 < stop["loss"] <= 10.0
     ds = xr.open_zarr(root / "mccall-1d" / "sweep.zarr", consolidated=False)
     np.testing.assert_allclose(ds["reservation_wage"].values, [reservation_wage(c, 0.95) for c in ds["c"].values], rtol=1e-3)
+    assert ("model_source" in ds.attrs) == (source == "file")  # a file's sha256 is recorded, as in a grid sweep
     with pytest.raises(RuntimeError, match="round 0 asked with 1 rounds merged"):  # a stale round is never asked again
         adaptive.ask_round(spec, 0, tmp_path / "other-ask.json", root=root)
 
