@@ -97,3 +97,30 @@ def test_sigterm_mid_run_then_resubmission_resumes_to_bitwise_the_same_parameter
     reference = open_run(workdir)
     np.testing.assert_array_equal(ds["loss"].values, reference["loss"].values)
     assert_same_params(final_params(tmp_path)[0], final_params(workdir)[0])
+
+
+def test_a_user_network_streaming_a_user_store_on_two_nodes_trains_as_in_memory_on_one_process(tmp_path):
+    """network and data from files in a folder outside the repository (hpc.train.zarrdata), on
+    Slurm: 2 nodes x 2 processes, each reading its own rows from the store; the same losses as one
+    local process holding the rows in memory (float32 rounding: 4 gradients summed in another order)."""
+    from test_train_byo import NET, byo_spec, make_store
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "net.py").write_text(NET)
+    make_store(user / "data.zarr")
+    streamed = byo_spec(steps=100, cpu_devices=0, resources={"nodes": 2, "tasks": 4, "runtime": 10, "mem_mb": 1000})
+    streamed["data"] = dict(streamed["data"], stream=True)
+    spec = write_spec(user, streamed, "train.yaml")
+    run_snakemake(tmp_path, "results/byo/train.json", "--config", f"train={spec}", profile="slurm")
+    in_memory = dict(streamed, resources={}, cpu_devices=4)
+    in_memory["data"] = dict(streamed["data"], stream=False, zarr=str(user / "data.zarr"))
+    in_memory["network"] = dict(streamed["network"], module=f"{user / 'net.py'}:Tiny")
+    local = tmp_path / "local"
+    local.mkdir()
+    run_hpc("train", "run", write_spec(local, in_memory, "train.yaml"), "--cpu-devices", "4", cwd=local)
+    slurm, one = open_run(tmp_path, "byo"), open_run(local, "byo")
+    segment = slurm.attrs["segments"][-1]
+    assert segment["processes"] == 4 and segment["hosts"] == ["n1", "n2"] and slurm.attrs["data_streamed"] is True
+    assert slurm.attrs["network"]["provenance"]["file"] == str(user / "net.py")
+    np.testing.assert_allclose(slurm["loss"].values, one["loss"].values, rtol=train_helpers.LOSS_RTOL)
