@@ -103,7 +103,7 @@ def test_dask_markers_hold_every_chunks_errors_and_the_workers_that_ran_them(tmp
     aggregate(paths.plan_path(plan.name, root))
     page = parse(build_report(plan.name, root))
     assert page.table("plan-against-ran").column("against the plan") == ["as planned"]
-    (record,) = zarr.open_group(str(paths.store_path(plan.name, root)), mode="r").attrs["shards"]
+    (record,) = store.read_shard_records(paths.store_path(plan.name, root))
     assert record["processes"] == len(workers) and record["trace_source"] == "process"
 
 
@@ -118,7 +118,7 @@ def test_a_local_run_records_what_its_processes_measured(tmp_path):
     root = tmp_path / "results"
     plan = run_local(root)
     aggregate(paths.plan_path(plan.name, root))
-    records = zarr.open_group(str(paths.store_path(plan.name, root)), mode="r").attrs["shards"]
+    records = store.read_shard_records(paths.store_path(plan.name, root))
     for shard, record in enumerate(records):
         marker = json.loads(paths.marker_path(plan.name, shard, root).read_text())
         (proc,) = marker["per_process"]
@@ -158,7 +158,7 @@ def test_slurm_accounting_in_the_store_and_the_reports_right_sizing(tmp_path, mo
     monkeypatch.setattr(aggregate_module.accounting, "job_records", job_records)
     aggregate(paths.plan_path(plan.name, root))
     assert asked[0][0] == ["43", "44"] and asked[0][1] is not None  # since the store was created
-    records = zarr.open_group(str(paths.store_path(plan.name, root)), mode="r").attrs["shards"]
+    records = store.read_shard_records(paths.store_path(plan.name, root))
     for record, job in zip(records, ("43", "44")):
         assert record["trace_source"] == "slurm" and record["job_id"] == job
         for key in ("state", "exit_code", "nodes", "submit", "job_start", "job_end", "queue_wait_s", "elapsed_s",

@@ -70,10 +70,11 @@ def listed(rows: list, first: list[bool], what_first: str) -> tuple[list, str]:
     others = [i for i, m in enumerate(first) if not m]
     room = SHARD_ROWS - len(marked)
     keep = sorted(set(marked) | ({others[j] for j in evenly(len(others), room)} if room > 0 else set()))
-    marked_text = f"the {len(marked)} {what_first}, then " if marked else ""
+    how = (f"the {len(marked)} {what_first}, then shards spread evenly over the others" if marked
+           else "spread evenly over all of them")
     return ([rows[i] for i in keep],
-            f"{len(keep)} of {len(rows)} shards listed: {marked_text}shards spread evenly over the others. The "
-            "store holds every shard's record (hpc.sweep.store.read_shard_records).")
+            f"{len(keep)} of {len(rows)} shards listed: {how}. The store holds every shard's record "
+            "(hpc.sweep.store.read_shard_records).")
 
 
 def under_slurm(sweep: Sweep) -> bool:
@@ -120,7 +121,7 @@ def compact_timeline(shards: list[dict], t0: float, hosts: list[str], colors, fi
     shards marked at their end."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    width = max(0.3, min(2.0, 300 / len(shards)))
+    width = max(1.0, min(2.0, 300 / len(shards)))
     for i, host in enumerate(hosts):
         mine = [s for s in shards if str(s.get("host")) == host]
         ax.hlines([s["shard"] for s in mine], [s["start"] - t0 for s in mine], [s["end"] - t0 for s in mine],

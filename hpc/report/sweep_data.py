@@ -156,14 +156,15 @@ def load_sweep(name: str, root: Path | None = None) -> Sweep:
 
 
 def shard_records(name: str, root: Path | None, ds, plan) -> list[dict]:
-    """Per-shard execution: the store's attrs["shards"] (written at aggregation), completed by
-    the markers of this plan where they are still on disk (they hold per-process detail).
+    """Per-shard execution: the store's shard records (written at aggregation, read by
+    ``hpc.sweep.store.read_shard_records``), completed by the markers of this plan where they
+    are still on disk (they hold per-process detail).
 
     A record holds what hpc.sweep.runner's ``merge_summaries`` writes: shard, host, start, end,
     duration_s, points, computed, processes, devices, failed, not_converged, non_finite,
     errors, job_id (SLURM_JOB_ID, None outside Slurm), slurm_restart_count and per_process.
     """
-    records = {int(s["shard"]): dict(s) for s in ds.attrs.get("shards", []) or []}
+    records = {int(s["shard"]): dict(s) for s in store.read_shard_records(paths.store_path(name, root))}
     if plan is not None:
         for shard, marker in store.valid_markers(plan, root).items():
             records[shard] = {**records.get(shard, {}), **marker}

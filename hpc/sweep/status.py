@@ -302,14 +302,8 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
     plan = read_plan(path)
     attrs = zarrio.read_attrs(paths.store_path(name, root))
     markers = store.valid_markers(plan, root)
-    group = store.open_arrays(name, root, mode="r")
-    done = np.asarray(group["point_done"][...], bool)
-    finite = np.asarray(group["finite"][...], bool)
-    converged = np.asarray(group["converged"][...], bool) if "converged" in group else np.ones_like(done)
-    raised = np.asarray(group["failed"][...], bool) if "failed" in group else np.zeros_like(done)
-    flagged = np.argwhere(done & (raised | ~(finite & converged)))
-    owner = np.asarray(group["shard_index"][...])
-    committed = np.bincount(owner[done].ravel(), minlength=plan.n_shards)
+    # From the markers alone where they say every point is good, else from the store's status arrays.
+    points_done, committed, flagged = store.committed_points(plan, root, markers)
 
     created = timefmt.iso_epoch(attrs.get("created"))
     answered: list[str] = []
@@ -361,7 +355,6 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
         shards.append(record)
 
     counts = {s: sum(r["state"] == s for r in shards) for s in ("done", "running", "pending", "failed")}
-    points_done = int(done.sum())
     starts = [m["start"] for m in markers.values() if m.get("start")]
     starts += [j["start"] for js in by_shard.values() for j in js if j.get("start") and j["start"] <= now]
     since = min(starts) if starts else (created if points_done else None)
