@@ -11,6 +11,8 @@ A user's network (``network: {module: "path/to/file.py:ClassName" | "package.mod
 args: {...}}``) is a flax.linen Module class whose ``__call__`` maps (batch, features) to (batch,
 outputs); ``args`` are its constructor's keyword arguments, and a constructor field named
 ``outputs`` (or ``out_features``, ``num_outputs``) receives the output count the data implies. A
+flax.nnx Module class works too (through flax's linen bridge; parameters only, no batch
+statistics): its constructor also gets ``in_features``, the data's feature count, and ``rngs``. A
 file path is resolved against the training spec's folder; its sha256 (or the package's version)
 is the network's provenance, part of the spec's digest.
 """
@@ -131,10 +133,31 @@ def import_object(ref: str, base: Path | None, key: str):
     return getattr(module, attr), provenance
 
 
+INPUT_FIELDS = ("in_features",)  # an nnx module's constructor gets the data's feature count here
+
+
+def _is_nnx(cls) -> bool:
+    from flax import nnx
+
+    return isinstance(cls, type) and issubclass(cls, nnx.Module)
+
+
 def _module_fields(cls) -> set[str]:
     import dataclasses
+    import inspect
 
+    if _is_nnx(cls):  # its constructor's keyword arguments, less the random keys flax hands it
+        return {n for n in list(inspect.signature(cls.__init__).parameters)[1:] if n != "rngs"}
     return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
+def _instantiate(cls, kwargs: dict) -> nn.Module:
+    """A linen module of ``cls`` with ``kwargs``; an nnx class through flax's linen bridge."""
+    if _is_nnx(cls):
+        from flax.nnx import bridge
+
+        return bridge.ToLinen(cls, kwargs=kwargs)
+    return cls(**kwargs)
 
 
 def user_network(network: dict, outputs: int) -> nn.Module:
@@ -144,7 +167,9 @@ def user_network(network: dict, outputs: int) -> nn.Module:
     args = dict(network["args"])
     if network.get("outputs_field"):
         args[network["outputs_field"]] = outputs
-    return cls(**args)
+    if network.get("inputs_field"):
+        args[network["inputs_field"]] = network["features"]
+    return _instantiate(cls, args)
 
 
 def check_user_network(given: dict, base: Path | None, batch: int, features: int | None,
@@ -156,22 +181,26 @@ def check_user_network(given: dict, base: Path | None, batch: int, features: int
 
     ref = given["module"]
     cls, provenance = import_object(ref, base, "network.module")
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+    if not (isinstance(cls, type) and (issubclass(cls, nn.Module) or _is_nnx(cls))):
         raise SpecError("network.module", f"{ref} is not a flax.linen Module class ({type(cls).__name__})",
-                        "subclass flax.linen.Module and define __call__(self, x)")
+                        "subclass flax.linen.Module (or flax.nnx.Module) and define __call__(self, x)")
     args = dict(given.get("args", {}))
     fields = _module_fields(cls)
     outputs_field = next((f for f in OUTPUT_FIELDS if f in fields and f not in args), None)
+    inputs_field = next((f for f in INPUT_FIELDS if f in fields and f not in args), None) if _is_nnx(cls) else None
     unknown = [a for a in args if a not in fields]
     if unknown:
         raise SpecError(f"network.args.{unknown[0]}", f"{cls.__name__} takes no argument {unknown[0]!r}",
                         "its fields: " + ", ".join(sorted(fields - {"parent", "name"})))
     checked = {"kind": "module", "module": ref, "args": args, "outputs_field": outputs_field,
                "provenance": provenance, "base": str(base) if base else None}
+    if inputs_field:
+        checked.update(inputs_field=inputs_field, features=features)
     if features is None or outputs is None:
         return checked
     try:
-        module = cls(**{**args, **({outputs_field: outputs} if outputs_field else {})})
+        module = _instantiate(cls, {**args, **({outputs_field: outputs} if outputs_field else {}),
+                                    **({inputs_field: features} if inputs_field else {})})
         # Abstract throughout (the key too): no device is touched, so a job's processes can still
         # join jax.distributed after reading the spec.
         x = jax.ShapeDtypeStruct((batch, features), jnp.float32)

@@ -297,3 +297,38 @@ def test_the_convolutional_example_maps_parameters_to_the_whole_value_function(m
     assert pred.shape == data.y_heldout.shape
     rmse = float(np.sqrt(np.mean((pred - data.y_heldout) ** 2)))
     assert rmse == pytest.approx(marker["heldout_rmse"], rel=1e-3)
+
+
+NNX_NET = textwrap.dedent("""
+    from flax import nnx
+
+    class NNet(nnx.Module):
+        def __init__(self, in_features, outputs, hidden=16, *, rngs):
+            self.a = nnx.Linear(in_features, hidden, rngs=rngs)
+            self.b = nnx.Linear(hidden, outputs, rngs=rngs)
+
+        def __call__(self, x):
+            return self.b(nnx.tanh(self.a(x)))
+""")
+
+
+def test_an_nnx_module_gets_the_feature_and_output_counts_and_trains_through_the_linen_bridge(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from hpc.train.network import build_network
+
+    (tmp_path / "nnxnet.py").write_text(NNX_NET)
+    make_store(tmp_path / "data.zarr")
+    spec = spec_in(tmp_path, network={"module": "nnxnet.py:NNet", "args": {"hidden": 8}})
+    assert spec.network["inputs_field"] == "in_features" and spec.network["features"] == 3
+    net = build_network(spec.network, 1)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 3)))["params"]
+    assert jax.tree.map(jnp.shape, params) == {"a": {"kernel": (3, 8), "bias": (8,)},
+                                              "b": {"kernel": (8, 1), "bias": (1,)}}
+    # the bridge's forward pass is the module's: b(tanh(a(x))) written out here
+    x = jnp.linspace(-1, 1, 12).reshape(4, 3)
+    expected = jnp.tanh(x @ params["a"]["kernel"] + params["a"]["bias"]) @ params["b"]["kernel"] + params["b"]["bias"]
+    np.testing.assert_allclose(net.apply({"params": params}, x), expected, rtol=1e-6)
+    with pytest.raises(SpecError, match="network.args.depth"):
+        spec_in(tmp_path, network={"module": "nnxnet.py:NNet", "args": {"depth": 2}})
