@@ -750,14 +750,21 @@ PAPER_TABLE = (
 
 
 def paper_table_section(ds) -> ReportTable:
-    """The paper's table beside this sweep's numbers (median and range over its points), for the report."""
+    """The paper's table beside this sweep's numbers (median and range over its points), for the report.
 
-    def column(planner: bool):
-        if "planner" in ds.dims:
-            sub = ds.sel(planner=planner) if planner in ds["planner"].values else None
+    A sweep over ``statistics: [exact, simulated]`` gets a column for each beside the paper's;
+    otherwise the caption says which the sweep used.
+    """
+    fixed = json.loads(ds.attrs.get("spec", "{}")).get("fixed", {})
+    swept_modes = "statistics" in ds.dims
+    modes = [str(m) for m in ds["statistics"].values] if swept_modes else [None]
+
+    def column(planner: bool, mode):
+        sub = ds.sel(statistics=mode) if swept_modes else ds
+        if "planner" in sub.dims:
+            sub = sub.sel(planner=planner) if planner in sub["planner"].values else None
         else:
-            fixed = json.loads(ds.attrs.get("spec", "{}")).get("fixed", {})
-            sub = ds if bool(fixed.get("planner", False)) == planner else None
+            sub = sub if bool(fixed.get("planner", False)) == planner else None
         return None if sub is None else sub.where(sub["point_done"])
 
     def cell(sub, name):
@@ -770,17 +777,32 @@ def paper_table_section(ds) -> ReportTable:
         median = f"{np.median(values):.2f}"
         return median if values.size == 1 else f"{median} [{values.min():.2f}, {values.max():.2f}]"
 
-    de, sp = column(False), column(True)
-    rows = [[label, paper_de, cell(de, name), "—" if paper_sp is None else paper_sp, cell(sp, name)]
+    de = [column(False, m) for m in modes]
+    sp = [column(True, m) for m in modes]
+    rows = [[label, paper_de, *(cell(c, name) for c in de), "—" if paper_sp is None else paper_sp,
+             *(cell(c, name) for c in sp)]
             for name, label, paper_de, paper_sp in PAPER_TABLE]
+
+    def headings(case):
+        return [f"this sweep, {case}" + ("" if m is None else f" ({m})") for m in modes]
+
     n_b = ds.sizes.get("b", "?")
+    if swept_modes:
+        source = "exact: the stationary distribution of the policy; simulated: one simulation"
+    elif "spec" in ds.attrs:
+        # stores written before the parameter existed were simulated
+        source = {"exact": "statistics from the stationary distribution of the policy (exact)",
+                  "simulated": "statistics from one simulation"}.get(fixed.get("statistics", "simulated"), "")
+    else:
+        source = ""
     return ReportTable(
         title="Bianchi (2011): the paper's table beside this sweep",
-        columns=["statistic", "paper, equilibrium", "this sweep, equilibrium", "paper, planner", "this sweep, planner"],
+        columns=["statistic", "paper, equilibrium", *headings("equilibrium"), "paper, planner", *headings("planner")],
         rows=rows,
-        caption=(f"This sweep: median over its points [min, max], {n_b} bond grid points. The paper's numbers are "
-                 "at its calibration (r = 0.04, σ = 2, η = 0.2048, ω = 0.31, β = 0.91, κ = 0.32); they are "
-                 "comparable where the sweep's points are near it."))
+        caption=(f"This sweep: median over its points [min, max], {n_b} bond grid points"
+                 + (f"; {source}" if source else "") + " (the planner's crisis severities are simulated in "
+                 "both). The paper's numbers are at its calibration (r = 0.04, σ = 2, η = 0.2048, ω = 0.31, "
+                 "β = 0.91, κ = 0.32); they are comparable where the sweep's points are near it."))
 
 
 def coords(static):

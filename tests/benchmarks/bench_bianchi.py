@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_bianchi.py            # full run (a few minutes on 2 CPU cores)
     python tests/benchmarks/bench_bianchi.py --quick    # smaller grids and sweep (about a minute)
+    python tests/benchmarks/bench_bianchi.py --statistics   # section 4 alone (exact vs simulated)
 
 Prints, from one run:
 
@@ -18,7 +19,12 @@ Prints, from one run:
    sequential calls of jit(solve), fastest of interleaved repeats; efficiency = sequential time /
    vmapped time (1.0 = no loss from batching, above 1 = batching also amortizes per-call costs).
 
-Timings include the 80,000-period simulation and its statistics, which every solve returns.
+4. Statistics: exact (the stationary distribution of the policy, the default) against simulated
+   (80,000 periods): a whole point (policy, value, statistics) in each mode beside the policy
+   solve alone, at n_b = 800, fastest of interleaved repeats in one process; and a 21-point κ
+   sweep's crisis probability in both modes, with its largest second difference.
+
+Sections 1-3 time the simulated statistics (``statistics: simulated``), as before.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ STAT_NAMES = ("crisis_probability", "constraint_binding_frequency", "mean_debt_t
 
 
 def static_values(**overrides) -> dict:
-    return MODEL.static_defaults(jnp.float32, **overrides)
+    return MODEL.static_defaults(jnp.float32, **{"statistics": "simulated", **overrides})
 
 
 def dynamic_values(dtype=jnp.float32, **overrides) -> dict:
@@ -394,10 +400,54 @@ def section_sweep(n_points: int, n_b: int, sim_periods: int, repeats: int = 5) -
     return {"vmap_s": vmap_s, "sequential_s": seq_s, "efficiency": efficiency, "points": n}
 
 
+# --- 4. exact vs simulated statistics -------------------------------------------------------------
+
+
+def section_statistics(n_b: int, sweep_n_b: int, repeats: int = 7) -> dict:
+    print(f"\n== 4. Statistics exact vs simulated (float32, paper calibration, n_b = {n_b}) ==")
+    print("(a whole point: policy, value, statistics; fastest of interleaved repeats; policy = the time "
+          "iteration alone, for the planner its own and the DE's, which its statistics need)")
+    dynamic = dynamic_values()
+    rows = {}
+    for planner in (False, True):
+        static = static_values(n_b=n_b, planner=planner)
+        calls = {"policy": jax.jit(lambda d, s=static: [bianchi.solve_equilibrium(d, s, planner=c)[2]
+                                                         for c in {False, planner}])}
+        for mode in ("exact", "simulated"):
+            calls[mode] = jax.jit(lambda d, s=dict(static, statistics=mode): MODEL.solve(d, s))
+        outs = {name: jax.block_until_ready(fn(dynamic)) for name, fn in calls.items()}
+        best = {name: float("inf") for name in calls}
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                t, outs[name] = timed(fn, dynamic, repeats=1)
+                best[name] = min(best[name], t)
+        case = "SP" if planner else "DE"
+        rows[case] = best
+        print(f"{case}: policy {1e3 * best['policy']:.1f} ms | exact {1e3 * best['exact']:.1f} ms "
+              f"({best['exact'] / best['policy']:.2f}x the policy) | simulated {1e3 * best['simulated']:.1f} ms "
+              f"({best['simulated'] / best['policy']:.2f}x)   goal: exact <= 1.5x")
+        print(f"   {'statistic':<30} {'exact':>8} {'simulated':>9}")
+        for k in STAT_NAMES:
+            print(f"   {k:<30} {float(outs['exact'][k]):>8.3f} {float(outs['simulated'][k]):>9.3f}")
+
+    kappa = jnp.linspace(0.28, 0.36, 21, dtype=jnp.float32)
+    print(f"\n21-point κ sweep 0.28-0.36, DE, n_b = {sweep_n_b}: crisis probability (%)")
+    second = {}
+    for mode in ("exact", "simulated"):
+        static = static_values(n_b=sweep_n_b, statistics=mode)
+        out = jax.jit(jax.vmap(lambda k, s=static: MODEL.solve(dict(dynamic, kappa=k), s)))(kappa)
+        curve = np.asarray(out["crisis_probability"], np.float64)
+        second[mode] = float(np.abs(np.diff(curve, 2)).max())
+        print(f"   {mode:<9} {' '.join(f'{v:.2f}' for v in curve)}  max |2nd difference| {second[mode]:.3f}")
+    print(f"   ratio simulated / exact: {second['simulated'] / second['exact']:.2f}  (goal >= 10)")
+    return {"times": rows, "second_differences": second}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grids and sweep")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--statistics", action="store_true", help="section 4 alone (exact vs simulated)")
     args = parser.parse_args(argv)
     if args.child:
         kind, kwargs = args.child[0], json.loads(args.child[1])
@@ -406,14 +456,18 @@ def main(argv=None) -> None:
 
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores; "
           f"{'quick' if args.quick else 'full'} mode")
-    if args.quick:
+    if args.statistics:
+        section_statistics(400 if args.quick else 800, sweep_n_b=100 if args.quick else 400)
+    elif args.quick:
         section_solver((100, 200, 400), repeats=3)
         section_brute_force((100,), sim_periods=80_000)
         section_sweep(16, n_b=200, sim_periods=80_000)
+        section_statistics(400, sweep_n_b=100)
     else:
         section_solver((100, 200, 400, 800), repeats=5)
         section_brute_force((100, 200), sim_periods=80_000)
         section_sweep(64, n_b=400, sim_periods=80_000)
+        section_statistics(800, sweep_n_b=400)
 
 
 if __name__ == "__main__":

@@ -460,3 +460,34 @@ def test_exact_statistics_are_within_a_simulations_sampling_error(paper):
             assert gap < 2 * sd, (case, name, float(paper[case][name]), values.mean(), sd)
             compared += 1
     assert compared == 10
+
+
+def test_paper_table_shows_exact_and_simulated_side_by_side():
+    """A store swept over statistics: [exact, simulated] gets one column per mode and case, each
+    the median [min, max] of that mode's finished points (the numbers are drawn here)."""
+    import json
+
+    import xarray as xr
+
+    rng = np.random.default_rng(1)
+    dims = ("kappa", "statistics", "planner")
+    data = {name: (dims, rng.uniform(1, 9, (3, 2, 2))) for name, *_ in bianchi.PAPER_TABLE}
+    done = np.ones((3, 2, 2), bool)
+    done[2, 1, 0] = False
+    data["point_done"] = (dims, done)
+    ds = xr.Dataset(data, coords={"kappa": [0.3, 0.32, 0.34], "statistics": ["exact", "simulated"],
+                                  "planner": [False, True], "b": np.arange(40)},
+                    attrs={"spec": json.dumps({"fixed": {}})})
+    table = bianchi.paper_table_section(ds)
+    assert table.columns == ["statistic", "paper, equilibrium", "this sweep, equilibrium (exact)",
+                             "this sweep, equilibrium (simulated)", "paper, planner",
+                             "this sweep, planner (exact)", "this sweep, planner (simulated)"]
+    for row, (name, *_) in zip(table.rows, bianchi.PAPER_TABLE):
+        for column, (mode, planner) in zip((2, 3, 5, 6), ((0, 0), (1, 0), (0, 1), (1, 1))):
+            values = ds[name].values[:, mode, planner][done[:, mode, planner]]
+            assert row[column] == f"{np.median(values):.2f} [{values.min():.2f}, {values.max():.2f}]"
+    # one mode: the columns as before, the caption names it; an old store (no such parameter) was simulated
+    one = ds.sel(statistics="exact", drop=True).assign_attrs(spec=json.dumps({"fixed": {"statistics": "exact"}}))
+    table = bianchi.paper_table_section(one)
+    assert len(table.columns) == 5 and "stationary distribution" in table.caption
+    assert "one simulation" in bianchi.paper_table_section(one.assign_attrs(spec="{}")).caption
