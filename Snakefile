@@ -32,11 +32,12 @@ slurm_plugin.install()
 
 TRAIN_FILE = config.get("train")  # a training spec: the default target becomes its report
 if TRAIN_FILE:
-    from hpc.train.spec import load_train_spec
+    from hpc.train.sweep import load_train_spec_or_sweep
 
     try:
         check_spec_path(TRAIN_FILE, "train")
-        TRAIN = load_train_spec(TRAIN_FILE)
+        # A sweep of training runs (a sweep: block): TRAIN is its first point, TRAIN_SWEEP all of them.
+        TRAIN, TRAIN_SWEEP = load_train_spec_or_sweep(TRAIN_FILE)
     except SpecError as exc:
         sys.stderr.write(f"Error: bad training spec {TRAIN_FILE}: {exc}\n")
         sys.exit(2)

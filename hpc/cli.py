@@ -167,8 +167,16 @@ def _cmd_status(args) -> int:
 
 def _cmd_train(args) -> int:
     if args.action == "validate":
+        from hpc.core import specfile
         from hpc.train.spec import load_train_spec
+        from hpc.train.sweep import is_sweep, load_train_sweep
 
+        if is_sweep(specfile.read_spec_file(args.spec)[1]):
+            sweep = load_train_sweep(args.spec)
+            print(f"{args.spec}: ok (a sweep of {len(sweep.specs)} training runs)")
+            for point, spec in zip(sweep.points, sweep.specs):
+                print(f"  {spec.name}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
+            return 0
         spec = load_train_spec(args.spec)
         print(f"{args.spec}: ok ({spec.summary()})")
         return 0
@@ -182,10 +190,12 @@ def _cmd_train(args) -> int:
         inner = [sys.executable, "-m", "hpc", "train", "run", args.spec]
         if args.marker:
             inner += ["--marker", args.marker]
+        if args.point:
+            inner += ["--point", args.point]
         return run_processes(inner, args.tasks, False, args.cpu_devices)
     from hpc.train.loop import run_training
 
-    return run_training(args.spec, args.marker)
+    return run_training(args.spec, args.marker, point=args.point)
 
 
 def _cmd_cluster(args) -> int:
@@ -270,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["validate", "run"])
     p.add_argument("spec")
     p.add_argument("--marker", help="completion marker to write (default: results/NAME/train.json)")
+    p.add_argument("--point", help="of a sweep of training runs (hpc.train.sweep): the point to train, e.g. p003")
     p.add_argument("--tasks", type=int, default=1,
                    help="processes: srun inside a Slurm job, else local processes")
     p.add_argument("--cpu-devices", type=int, default=0,

@@ -24,9 +24,10 @@ def lint(*config: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("config", [
     (),  # the default sweep (workflow/sweeps/default.yaml)
     ("train=workflow/train/mccall-surrogate.yaml",),  # a training run and the sweep it trains on
+    ("train=workflow/train/mccall-surrogate-sweep.yaml",),  # a sweep of training runs (workflow/rules/train_sweep.smk)
     ("sweep={dask}",),  # the dask backend's rule
     ("sweep=workflow/sweeps/mccall-adaptive.yaml",),  # an adaptive sweep's rules (workflow/rules/adaptive.smk)
-], ids=["default-sweep", "training", "dask-sweep", "adaptive-sweep"])
+], ids=["default-sweep", "training", "training-sweep", "dask-sweep", "adaptive-sweep"])
 def test_snakemake_lint_reports_nothing(config, tmp_path):
     config = tuple(c.format(dask=write_spec(tmp_path, DASK_SWEEP)) for c in config)
     result = lint(*config)

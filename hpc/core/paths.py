@@ -12,7 +12,9 @@ For a sweep or training run named NAME under the results root (``HPC_RESULTS``, 
     results/NAME/checkpoints/           its orbax checkpoints, one directory per step
     results/NAME/train.json             its completion marker
     results/NAME/logs/train.log         its job log
-    results/NAME/report.html            the report (sweep or training run)
+    results/NAME/report.html            the report (sweep or training run, or sweep of training runs)
+    results/NAME/points/p003/           point 3 of a sweep of training runs: an ordinary training
+                                        run named NAME/points/p003 (train.zarr, checkpoints, ...)
     results/.jax-cache/                 compiled programs (hpc.execution.compile_cache)
 """
 
@@ -79,6 +81,16 @@ def train_log_path(name: str, root: Path | None = None) -> Path:
     return run_dir(name, root) / "logs" / "train.log"
 
 
-def root_of_marker(marker: str | Path) -> Path:
-    """The results root a training marker lives under (ROOT/NAME/train.json)."""
-    return Path(marker).resolve().parent.parent
+def root_of_marker(marker: str | Path, name: str = "") -> Path:
+    """The results root a training marker lives under (ROOT/NAME/train.json; NAME may have parts,
+    as a point of a sweep of training runs has: ROOT/NAME/points/p003/train.json)."""
+    root = Path(marker).resolve().parent.parent
+    for _ in range(name.count("/")):
+        root = root.parent
+    return root
+
+
+def train_point_name(name: str, point: str) -> str:
+    """The run name of point ``point`` (p003) of the sweep of training runs ``name``: its folder is
+    results/NAME/points/POINT (hpc.train.sweep)."""
+    return f"{name}/points/{point}"

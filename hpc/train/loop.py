@@ -504,7 +504,8 @@ def _already_complete(spec: TrainSpec, marker: Path) -> bool:
         return False
 
 
-def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: StopRequest | None = None) -> int:
+def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: StopRequest | None = None,
+                 point: str | None = None) -> int:
     """Train (or resume) the run ``spec_file`` describes, in this process (one of the job's).
 
     Returns 0 when the run is complete (marker written), EXIT_STOPPED when it stopped on SIGTERM
@@ -512,9 +513,14 @@ def run_training(spec_file: str | Path, marker: str | Path | None = None, stop: 
     """
     stop = stop or StopRequest()
     stop.install()
-    spec = load_train_spec(spec_file)
+    if point:  # one point of a sweep of training runs: an ordinary run of its expanded spec
+        from hpc.train.sweep import load_train_point
+
+        spec = load_train_point(spec_file, point)
+    else:
+        spec = load_train_spec(spec_file)
     launch = start_job()
-    root = paths.root_of_marker(marker) if marker else paths.RESULTS_ROOT
+    root = paths.root_of_marker(marker, spec.name) if marker else paths.RESULTS_ROOT
     compile_cache.enable(root)
     marker = Path(marker) if marker else paths.train_marker_path(spec.name, root)
     if _already_complete(spec, marker):

@@ -180,6 +180,9 @@ def parse_train_spec(data: Any, text: str = "", path: Path | None = None) -> Tra
     if not isinstance(data, dict):
         raise SpecError("(top level)", "a training spec is a YAML mapping of keys (name, data, network, ...)")
     check_schema(data)
+    if "sweep" in data or "sample" in data:
+        raise SpecError("sweep" if "sweep" in data else "sample", "this spec is a sweep of training runs, one per point",
+                        "read it with hpc.train.sweep.load_train_sweep; hpc train run SPEC --point p000 trains one point")
     full = specfile.with_defaults("train", data)  # every default the schema states
     steps = full["steps"]
     resources = full["resources"]

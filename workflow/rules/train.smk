@@ -11,46 +11,22 @@ from hpc.train import resources as train_resources
 from hpc.train.metrics import check_not_another_run
 
 try:
-    check_not_another_run(TRAIN)
+    for _spec in TRAIN_SWEEP.specs if TRAIN_SWEEP else [TRAIN]:
+        check_not_another_run(_spec)
 except SpecError as exc:
     sys.stderr.write(f"Error: bad training spec {TRAIN_FILE}: {exc}\n")
     sys.exit(2)
 
-TRAIN_NAME = TRAIN.name
+TRAIN_NAME = TRAIN_SWEEP.name if TRAIN_SWEEP else TRAIN.name
 TRAIN_DIR = str(paths.run_dir(TRAIN_NAME))
 TRAIN_DATA = [f"{SWEEP_DIR}/aggregate.json"] if TRAIN.data.kind == "sweep" else []
 TRAIN_TARGETS = [f"{TRAIN_DIR}/report.html"]
 
 
-rule train:
-    input:
-        spec=TRAIN_FILE,
-        data=TRAIN_DATA,
-    output:
-        marker=f"{TRAIN_DIR}/train.json",
-    params:
-        digest=TRAIN.digest(),  # a changed spec retrains (and is refused if the run holds another)
-        hpc=lambda wildcards, resources: HPC,
-        launch=lambda wildcards, resources: train_resources.launch_args(TRAIN),
-    resources:
-        **train_resources.train_resources(TRAIN),
-    log:
-        f"{TRAIN_DIR}/logs/train.log",
-    conda:
-        JAX_ENV
-    shell:
-        "{params.hpc} train run {input.spec:q} --marker {output.marker:q} {params.launch} 2> {log:q}"
+if TRAIN_SWEEP:  # a sweep of training runs (hpc.train.sweep): one train job per point, one report
 
+    include: "train_sweep.smk"
 
-rule train_report:
-    input:
-        marker=f"{TRAIN_DIR}/train.json",
-    output:
-        report=f"{TRAIN_DIR}/report.html",
-    log:
-        f"{TRAIN_DIR}/logs/report.log",
-    localrule: True
-    run:
-        from hpc.report.build import write_report
+else:
 
-        Path(log[0]).write_text(f"wrote {write_report(TRAIN_NAME, paths.root_of_marker(input.marker), output.report)}\n")
+    include: "train_run.smk"

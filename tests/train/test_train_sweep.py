@@ -1,0 +1,141 @@
+"""Sweeps of training runs (hpc.train.sweep): a sweep: block in a training spec, one train job per
+point, one comparison report."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import run_snakemake, write_spec
+
+from hpc.core.errors import SpecError
+from hpc.train.sweep import parse_train_sweep
+
+BASE = {
+    "name": "tsw",
+    "data": {"synthetic": {"samples": 256, "features": 2, "outputs": 1, "seed": 0}, "holdout": 0.25},
+    "network": {"kind": "mlp", "width": 8, "depth": 1},
+    "optimizer": {"name": "adam", "learning_rate": 1.0e-2},
+    "batch_size": 32,
+    "steps": 30,
+    "eval_every": 10,
+    "checkpoint_every": 15,
+}
+
+
+def spec_with(sweep=None, sample=None, drop=(), **top):
+    spec = json.loads(json.dumps(BASE))
+    for place in drop:
+        *parents, last = place.split(".")
+        node = spec
+        for part in parents:
+            node = node[part]
+        del node[last]
+    spec.update(top)
+    if sweep is not None:
+        spec["sweep"] = sweep
+    if sample is not None:
+        spec["sample"] = sample
+    return spec
+
+
+def test_a_sweep_block_expands_to_one_checked_spec_per_point():
+    sweep = parse_train_sweep(spec_with({"learning_rate": {"logspace": [1.0e-3, 1.0e-1, 3]},
+                                         "shape": {"zip": {"width": [4, 16], "depth": [1, 2]}}},
+                                        drop=["optimizer.learning_rate", "network.width", "network.depth"]))
+    assert sweep.ids == ("p000", "p001", "p002", "p003", "p004", "p005")
+    # the product of the dimensions in order, the zip counting once
+    expected = [(lr, w, d) for lr in np.geomspace(1e-3, 1e-1, 3) for w, d in [(4, 1), (16, 2)]]
+    got = [(s.optimizer["learning_rate"], s.network["widths"]) for s in sweep.specs]
+    for (lr, w, d), (glr, widths) in zip(expected, got):
+        assert glr == pytest.approx(lr, rel=1e-12) and widths == [w] * d
+    assert [s.name for s in sweep.specs] == [f"tsw/points/p00{i}" for i in range(6)]
+    assert len({s.digest() for s in sweep.specs}) == 6
+    sampled = parse_train_sweep(spec_with(sample={"method": "sobol", "n": 4, "ranges": {"weight_decay": [0.0, 0.1]}},
+                                          optimizer={"name": "adamw", "learning_rate": 1.0e-2}))
+    assert len(sampled.specs) == 4 and all(0 <= s.optimizer["weight_decay"] <= 0.1 for s in sampled.specs)
+
+
+@pytest.mark.parametrize("spec, key, words", [
+    (spec_with({"learnin_rate": [0.1, 0.2]}), "sweep.learnin_rate", "unknown training setting"),
+    (spec_with({"tasks": [1, 2]}), "sweep.tasks", "not a sweepable"),
+    (spec_with({"name": ["a", "b"]}), "sweep.name", "not a sweepable"),
+    (spec_with({"seed": [0, 1.5]}), "sweep.seed[1]", "expected an integer"),
+    (spec_with({"width": [8, 0]}, drop=["network.width"]), "sweep.width[1]", "out of bounds"),
+    (spec_with({"learning_rate": [0.0, 0.1]}, drop=["optimizer.learning_rate"]), "sweep.learning_rate",
+     "point p000"),
+    (spec_with({"seed": [1, 1]}), "sweep.seed", "more than once"),
+    (spec_with({"activation": ["tanh", "sigmoid"]}), "sweep.activation[1]", "not allowed"),
+    (spec_with({"learning_rate": [0.1, 0.2]}), "sweep.learning_rate", "both set and swept"),
+    (spec_with({"seed": [0, 1], "s": {"zip": {"seed": [2, 3]}}}), "sweep.s", "swept twice"),
+    (spec_with({"width": {"linspace": [1, 2]}}, drop=["network.width"]), "sweep.width.linspace", "too short"),
+    (spec_with({"batch_size": [32, 33]}, drop=["batch_size"], resources={"tasks": 2}), "sweep.batch_size",
+     "does not split"),
+    (spec_with({}), "sweep", "nothing is swept"),
+    (spec_with(sample={"method": "sobol", "n": 2, "ranges": {"activation": [0, 1]}}), "sample.ranges.activation",
+     "float"),
+])
+def test_bad_sweeps_of_training_specs_are_refused_naming_the_key(spec, key, words):
+    with pytest.raises(SpecError) as info:
+        parse_train_sweep(spec)
+    assert info.value.key == key, info.value
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_plain_training_spec_loader_refuses_a_sweep():
+    from hpc.train.spec import parse_train_spec
+
+    with pytest.raises(SpecError, match="^sweep: this spec is a sweep of training runs"):
+        parse_train_spec(spec_with({"seed": [0, 1]}))
+
+
+def test_hpc_train_validate_lists_the_points(tmp_path, capsys):
+    from hpc.cli import main
+
+    spec = write_spec(tmp_path, spec_with({"seed": [0, 1]}), "tsw.yaml")
+    assert main(["train", "validate", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "a sweep of 2 training runs" in out and "tsw/points/p001: seed=1" in out
+
+
+@pytest.mark.slow
+def test_dry_run_lists_one_train_job_per_point(tmp_path):
+    spec = write_spec(tmp_path, spec_with({"seed": [0, 1, 2]}), "tsw.yaml")
+    result = run_snakemake(tmp_path, "-n", "--config", f"train={spec}")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
+    assert counts["train"] == "3" and counts["train_sweep_report"] == "1", result.stdout
+    for p in ("p000", "p001", "p002"):
+        assert f"results/tsw/points/{p}/train.json" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_points_train_and_the_report_compares_them(tmp_path):
+    spec = write_spec(tmp_path, spec_with({"learning_rate": [1.0e-3, 3.0e-2]}, drop=["optimizer.learning_rate"]),
+                      "tsw.yaml")
+    run_snakemake(tmp_path, "--config", f"train={spec}")
+    # each point's own record: its train.zarr and marker, independent of the report's reading
+    final, best = {}, {}
+    for p in ("p000", "p001"):
+        run = tmp_path / "results" / "tsw" / "points" / p
+        marker = json.loads((run / "train.json").read_text())
+        ds = xr.open_zarr(run / "train.zarr", consolidated=False).load()
+        assert marker["name"] == f"tsw/points/{p}" and ds.attrs["segments"][-1]["reason"] == "completed"
+        final[p] = float(ds["heldout_rmse"].values[-1])
+        assert marker["heldout_rmse"] == pytest.approx(final[p], rel=1e-6)
+        best[p] = float(np.min(ds["heldout_rmse"].values))
+    page = html.unescape((tmp_path / "results" / "tsw" / "report.html").read_text())
+    table = page[page.index('id="training-sweep"'):]
+    rows = re.findall(r"<tr><td>(p\d+)</td>(.*?)</tr>", table)
+    assert [r[0] for r in rows] == ["p000", "p001"]
+    for p, cells in rows:
+        numbers = [float(x) for x in re.findall(r'<td class="num">([^<]+)</td>', cells)]
+        lr, fin, bst = numbers[0], numbers[1], numbers[2]
+        assert lr == pytest.approx({"p000": 1e-3, "p001": 3e-2}[p])
+        assert fin == pytest.approx(final[p], rel=1e-5) and bst == pytest.approx(best[p], rel=1e-5)
+    winner = min(final, key=final.get)
+    assert re.search(rf"Best point: <b>{winner}</b>", page)
+    assert page.count("<img") >= 2  # the loss and held-out curves overlaid
