@@ -158,7 +158,7 @@ for _mark in cluster_test:  # slow, cluster, root, Slurm installed
     ("OUT_OF_MEMORY", "0:125", "memory"), ("TIMEOUT", "0:15", "time"), ("DEADLINE", "0:0", "time"),
     ("NODE_FAIL", "0:0", "node"), ("PREEMPTED", "0:15", "node"), ("BOOT_FAIL", "0:0", "node"),
     ("FAILED", "0:9", "memory"), ("FAILED", "137:0", "memory"),  # OverMemoryKill's SIGKILL
-    ("FAILED", "1:0", None), ("FAILED", "3:0", None), ("CANCELLED by 0", "0:15", None), ("CANCELLED", "0:0", None),
+    ("COMPLETED", "0:0", "unknown"), ("FAILED", "1:0", None), ("FAILED", "3:0", None), ("CANCELLED by 0", "0:15", None), ("CANCELLED", "0:0", None),
     (None, None, "unknown"), ("", "", "unknown"), ("PENDING", "0:0", "unknown")])
 def test_failure_causes(state, exit_code, cause):
     """Which failures another attempt can help (the cause), and which it cannot (None)."""
@@ -174,5 +174,5 @@ def test_an_array_tasks_outcome_by_its_task_id(monkeypatch):
         return [r for r in rows if r["JobID"] == args[-1] or r["JobIDRaw"] == args[-1]]
     monkeypatch.setattr(accounting, "sacct", sacct)
     got = accounting.job_outcome("40_0")
-    assert asked[-1] == ["-X", "-j", "40_0"] and got["job_id"] == "41" and got["array_task"] == 0
+    assert asked[-1] == ["-j", "40_0"] and got["job_id"] == "41" and got["array_task"] == 0
     assert accounting.job_outcome("42")["state"] == "FAILED" and accounting.job_outcome("99") is None

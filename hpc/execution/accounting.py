@@ -356,35 +356,37 @@ RETRY_CAUSES = {"OUT_OF_MEMORY": "memory", "TIMEOUT": "time", "DEADLINE": "time"
 KILLED_FOR_MEMORY = (9,)  # SIGKILL: what OverMemoryKill (no cgroup memory) sends a step over its memory
 
 
-def failure_cause(state: str | None, exit_code: str | None = None) -> str | None:
+def failure_cause(state: str | None, exit_code: str | None = None, step_states: tuple = ()) -> str | None:
     """Why a job that ended in ``state`` (sacct's) with ``exit_code`` (``N:S``) failed, as far as
     another attempt can help: ``memory`` (OUT_OF_MEMORY; or FAILED after a SIGKILL, which is how
     OverMemoryKill ends a step over its memory, or exit 137), ``time`` (TIMEOUT, DEADLINE), ``node``
     (NODE_FAIL, BOOT_FAIL, PREEMPTED: the same job on another node or later); ``unknown`` where
-    there is no state to tell; None where more memory, time or another node cannot help: the
-    job's own command failed (FAILED with an exit code: a model or code error) or it was
+    there is no state to tell; None otherwise: the job's command failed (FAILED with an exit code,
+    which sacct cannot tell apart further: hpc.execution.slurm_plugin asks the job) or it was
     CANCELLED (by a user or an admin)."""
     name = normal_state(state)
-    if not name or name in ("UNKNOWN", "PENDING", "RUNNING"):
+    if not name or name in ("UNKNOWN", "PENDING", "RUNNING", "COMPLETED"):
         return "unknown"
     if name in RETRY_CAUSES:
         return RETRY_CAUSES[name]
     code, sig = parse_exit(exit_code)
-    if name == "FAILED" and (sig in KILLED_FOR_MEMORY or code == 128 + 9):
-        return "memory"
+    if name == "FAILED" and (sig in KILLED_FOR_MEMORY or code == 128 + 9
+                             or "OUT_OF_MEMORY" in {normal_state(s) for s in step_states}):
+        return "memory"  # (a step killed by the cgroup's OOM handler while the batch step exits 1)
     return None
 
 
 def job_outcome(job_id: str, runner=None) -> dict | None:
     """The accounting record of one job, by its id as Snakemake's Slurm plugin knows it (``38``, or
     an array task's ``40_1``), or None where sacct does not know it."""
-    rows = sacct(["-X", "-j", str(job_id)], FIELDS, runner)
+    rows = sacct(["-j", str(job_id)], FIELDS, runner)
     if not rows:
         return None
     for row in rows:
         if str(job_id) in (row.get("JobID"), row.get("JobIDRaw")):
-            record = records_from_rows([row])[row["JobIDRaw"]]
-            return {k: v for k, v in record.items() if not k.startswith("_")}
+            record = records_from_rows([r for r in rows if r["JobIDRaw"].split(".")[0] == row["JobIDRaw"]])
+            steps = tuple(r.get("State", "") for r in rows if r["JobIDRaw"].startswith(row["JobIDRaw"] + "."))
+            return {k: v for k, v in record[row["JobIDRaw"]].items() if not k.startswith("_")} | {"step_states": steps}
     return None
 
 

@@ -21,12 +21,20 @@ failed job's cause is read from Slurm's accounting (``hpc.execution.accounting.f
 OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, PREEMPTED (and a FAILED step killed by SIGKILL, OverMemoryKill's
 way) are retried, and the cause is recorded (``earlier_causes``) so that the job's resources grow
 for it (hpc.sweep.resources: memory after OUT_OF_MEMORY, time after TIMEOUT, neither after a node
-failure); a job whose own command failed (FAILED with an exit code: a model or code error) or that
-was CANCELLED fails at once, with the last line of its log in the error, instead of being
-submitted again with twice the memory. (Compare nf-core's rule: retry on the exit statuses of a
+failure); a job that says another attempt cannot help it fails at once, with its reason in the
+error, instead of being submitted again with twice the memory: a shard job whose model or code
+raised writes ``<its log>.noretry`` (``no_retry_path``, ``is_final``: not for memory, filesystem or
+peer-process errors), and a CANCELLED job (a user's or an admin's scancel) is not retried either.
+A FAILED job without that file (Slurm's exit code is Snakemake's own 1 whatever failed inside,
+e.g. srun unable to start a step on a node that died) is retried as before, every resource grown.
+(Compare nf-core's rule: retry on the exit statuses of a
 job killed by the scheduler, finish on any other.)
 
-Job arrays (``--slurm-array-jobs``, profiles/slurm). Three defects of plugin 2.8.0's arrays:
+Job arrays (``--slurm-array-jobs``, profiles/slurm). Four defects of plugin 2.8.0's arrays:
+- It knows a task as ``<array id>_<task>`` but asks sacct for ``JobIdRaw``, in which each task has
+  its own number, and then falls back to the array's id: the id of one task (the last). Every task
+  of an array took that task's state, so one task's failure failed them all and its end ended
+  them all. Here the query asks for ``JobID`` (``346_1``), which is how the plugin knows them.
 - It submits a rule's jobs as an array only once every job of the rule that is ready has reached
   it; the jobs Snakemake did not hand over (over the ``jobs`` limit) never reach it, and the ones it
   was handed are dropped unsubmitted: Snakemake then waits forever. Here the plugin submits, as one
@@ -121,6 +129,41 @@ def read_array_tasks(path: Path | str) -> dict[int, str]:
     return tasks
 
 
+NO_RETRY_SUFFIX = ".noretry"
+# Errors of the machine or of the job's peers, not of the model or code: another attempt may pass.
+NOT_FINAL = ("RESOURCE_EXHAUSTED", "out of memory", "DEADLINE_EXCEEDED", "UNAVAILABLE", "Connection", "connection",
+             "gloo", "Gloo", "heartbeat", "coordination")
+
+
+def no_retry_path(log: Path | str) -> Path:
+    """The file beside a job's log that says another attempt cannot help it (one line: why)."""
+    return Path(str(log) + NO_RETRY_SUFFIX)
+
+
+def is_final(exc: BaseException) -> bool:
+    """Whether an error raised in a job's own work means another attempt would fail alike: any
+    exception but memory (MemoryError, XLA's RESOURCE_EXHAUSTED), the filesystem (OSError: a full
+    disk, a lost mount) and the links between a job's processes."""
+    if isinstance(exc, (MemoryError, OSError)):
+        return False
+    text = f"{type(exc).__name__}: {exc}"
+    return not any(word in text for word in NOT_FINAL)
+
+
+def _no_retry_reason(job) -> str | None:
+    """What the job wrote of its error: its first line, and its last where there are more (the
+    original exception of a callback's traceback, say)."""
+    for log in list(getattr(job, "log", None) or [])[:1]:
+        try:
+            lines = [line.strip() for line in no_retry_path(str(log)).read_text().splitlines() if line.strip()]
+        except OSError:
+            return None
+        if not lines:
+            return "no reason given"
+        return lines[0][:LOG_LINE_CHARS] if len(lines) == 1 else f"{lines[0][:160]} ... {lines[-1][:LOG_LINE_CHARS]}"
+    return None
+
+
 def _log_line(job) -> str | None:
     """The last line of a job's (first) log file that says something: its error, as a rule."""
     for log in list(getattr(job, "log", None) or [])[:1]:
@@ -194,14 +237,20 @@ def _install_retry_by_cause(plugin) -> None:
                 from hpc.execution import accounting
 
                 record = accounting.job_outcome(external) or {}
-                cause = accounting.failure_cause(record.get("state"), record.get("exit_code"))
+                cause = accounting.failure_cause(record.get("state"), record.get("exit_code"),
+                                                 record.get("step_states", ()))
+                final = _no_retry_reason(job) if cause in (None, "unknown") else None
+                if cause is None and accounting.normal_state(record.get("state")) == "FAILED" and not final:
+                    cause = "unknown"  # e.g. srun could not start the step on a failed node: try again
+                if final:
+                    cause = None
                 record_cause(job.rule.name, job.wildcards, cause)
                 if cause is None:
                     why = (f"not retried: Slurm job {external} ended {record.get('state')} "
                            f"(exit code {record.get('exit_code')}), which more memory, time or another node "
                            "would not change")
-                    line = _log_line(job)
-                    msg = f"{msg}\n{why}" + (f"; its log ends: {line}" if line else "")
+                    line = final or _log_line(job)
+                    msg = f"{msg}\n{why}" + (f"; the job's error: {line}" if line else "")
                     if job.restart_times > job.attempt - 1:
                         job.attempt = job.restart_times + 1  # Snakemake retries while attempts are left
                 elif cause != "unknown":
@@ -211,6 +260,20 @@ def _install_retry_by_cause(plugin) -> None:
         return report_error(self, job_info, msg=msg, **kwargs)
 
     executor.report_job_error = report_job_error
+
+
+def _query_with(original):
+    """The plugin's status query ``original``, asking for array tasks by JOBID_TASK and handing on
+    state names."""
+    async def query_job_status(command, logger):
+        # Array tasks are known by JOBID_TASK; sacct's JobIdRaw names them by their own ids, so the
+        # plugin's fall-back to the array's id took the state of the one task whose own id that is.
+        command = command.replace("--format=JobIdRaw,State", "--format=JobID,State")
+        statuses, duration = await original(command, logger)
+        if statuses is not None:
+            statuses = {job: state_name(state) for job, state in statuses.items()}
+        return statuses, duration
+    return query_job_status
 
 
 def install() -> bool:
@@ -232,12 +295,7 @@ def install() -> bool:
             _install_arrays(plugin)
         _install_retry_by_cause(plugin)
 
-    async def query_job_status(command, logger):
-        statuses, duration = await original(command, logger)
-        if statuses is not None:
-            statuses = {job: state_name(state) for job, state in statuses.items()}
-        return statuses, duration
-
+    query_job_status = _query_with(original)
     setattr(query_job_status, MARK, True)
     query_job_status.__wrapped__ = original
     plugin.query_job_status = query_job_status

@@ -32,7 +32,7 @@ import numpy as np
 
 from hpc.core import paths, zarrio
 from hpc.core.files import write_atomic
-from hpc.execution import compile_cache, distributed
+from hpc.execution import compile_cache, distributed, slurm_plugin
 from hpc.models import get_model
 from hpc.models.base import Model
 from hpc.sweep import store
@@ -463,9 +463,15 @@ def run_and_commit(plan_file: str, shard: int, marker: str | None = None) -> dic
     configure_precision(plan.precision)
     launch = distributed.start(distributed.detect_launch())
     compile_cache.enable(root)
+    # A model or code error fails alike on every attempt: say so beside the log, for the Slurm
+    # executor not to retry it (hpc.execution.slurm_plugin); an earlier attempt's word is void.
+    no_retry = slurm_plugin.no_retry_path(paths.shard_log_path(plan.name, shard, root))
+    no_retry.unlink(missing_ok=True)
     try:
         part = run_shard(plan, shard, root, launch=launch)
     except Exception as exc:
+        if slurm_plugin.is_final(exc):
+            write_atomic(no_retry, f"{type(exc).__name__}: {exc}"[:2000] + "\n")
         raise RuntimeError(f"shard {shard}: {distributed.where()} failed: {type(exc).__name__}: {exc}") from exc
     parts = distributed.gather(launch, part)
     summary = merge_summaries(plan, shard, parts)
