@@ -31,6 +31,7 @@ from hpc.train.spec import TrainSpec, parse_train_spec
 OPTIMIZERS = ("adam", "adamw", "sgd", "lion", "lamb")
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "softplus", "elu")
 MAX_TRAIN_POINTS = 1000  # one Slurm job each
+ARGS_PREFIX = "network.args."  # network.args.NAME: an argument of a user's module (network: {module: ...})
 
 # place in the spec -> (kind, bounds or choices). Bounds are inclusive; the schema's exclusive ones
 # (learning_rate > 0, holdout in (0, 1), ...) are checked on each point's spec.
@@ -102,15 +103,35 @@ class _Settings:
     def place(self, name: str) -> str:
         return self.aliases.get(name, name)
 
-    def parameter(self, name: str, key: str = "") -> Parameter:
+    def parameter(self, name: str, key: str = "", values: list | None = None) -> Parameter:
         if name in self._params:
             return self._params[name]
+        if key and name.startswith(ARGS_PREFIX) and len(name) > len(ARGS_PREFIX):
+            # an argument of a user's module: its kind is that of the values given (the module's
+            # constructor checks them on each point's spec)
+            self._params[name] = _argument(name, key, values or [])
+            return self._params[name]
         if key:  # a key the spec has but no sweep may vary, or no key at all
+            listed = ", ".join(sorted(set(self.aliases) | (set(SETTINGS) - set(self.aliases.values())))) + \
+                f", {ARGS_PREFIX}NAME (a user module's argument)"
             if name in self.places or any(p.rsplit(".", 1)[-1] == name for p in self.places):
-                raise SpecError(key, f"{name} is not a sweepable training setting",
-                                "sweepable: " + ", ".join(self.parameter_names))
-            raise SpecError(key, f"unknown training setting {name!r}", "sweepable: " + ", ".join(self.parameter_names))
+                raise SpecError(key, f"{name} is not a sweepable training setting", "sweepable: " + listed)
+            raise SpecError(key, f"unknown training setting {name!r}", "sweepable: " + listed)
         raise KeyError(name)
+
+
+def _argument(name: str, key: str, values: list) -> Parameter:
+    """A swept argument of a user's network module, of the kind its values share."""
+    if values and all(isinstance(v, bool) for v in values):
+        return Parameter(name, "bool", values[0], role="static")
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return Parameter(name, "int", values[0])
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return Parameter(name, "float", float(values[0]))
+    if values and all(isinstance(v, str) for v in values):
+        return Parameter(name, "choice", values[0], role="static", choices=tuple(values))
+    raise SpecError(key, f"{values!r}: the values of a module argument are all numbers, all true/false or all text",
+                    "sweep one kind of value per argument")
 
 
 @dataclass(frozen=True)
@@ -178,10 +199,13 @@ def parse_train_sweep(data: dict, text: str = "", path: Path | None = None) -> T
     _check_block_schema(block, sample)
     settings = _Settings()
     for key, entry in block.items():  # names first, with the training spec's words
-        names = list(entry["zip"]) if isinstance(entry, dict) and "zip" in entry else [key]
-        for name in names:
-            where = f"sweep.{key}.zip.{name}" if names != [key] else f"sweep.{key}"
-            settings.parameter(name, where)
+        zipped = entry["zip"] if isinstance(entry, dict) and "zip" in entry else None
+        for name in zipped or [key]:
+            where = f"sweep.{key}.zip.{name}" if zipped else f"sweep.{key}"
+            values = zipped[name] if zipped else entry if isinstance(entry, list) else None
+            if values is None:  # linspace, logspace, range: numbers
+                values = sweep_spec.expand_dimension(where, entry)
+            settings.parameter(name, where, values)
     for name in (sample or {}).get("ranges", {}):
         settings.parameter(name, f"sample.ranges.{name}")
     axes = [sweep_spec._axis(settings, key, entry) for key, entry in block.items()]
@@ -214,7 +238,8 @@ def parse_train_sweep(data: dict, text: str = "", path: Path | None = None) -> T
         try:
             spec = parse_train_spec(raw, text=text, path=path)
         except SpecError as exc:
-            where = next((seen[p] for p in point if exc.key == p or exc.key.startswith(p + ".")), "")
+            where = next((seen[p] for p in point if exc.key == p or exc.key.startswith(p + ".")), "") or \
+                next((seen[p] for p in point if p.startswith(exc.key + ".")), "")
             shown = ", ".join(f"{p}={v}" for p, v in point.items())
             raise SpecError(where or exc.key, f"point {point_id(i)} ({shown}): {exc.one_line()}") from None
         points.append(point)

@@ -60,6 +60,16 @@ def test_a_sweep_block_expands_to_one_checked_spec_per_point():
     assert len(sampled.specs) == 4 and all(0 <= s.optimizer["weight_decay"] <= 0.1 for s in sampled.specs)
 
 
+def test_a_user_modules_arguments_are_swept_by_their_place():
+    network = {"module": "hpc.train.network:MLP", "args": {"widths": [8]}}
+    sweep = parse_train_sweep(spec_with({"network.args.activation": ["tanh", "relu"]}, network=network))
+    assert [s.network["args"]["activation"] for s in sweep.specs] == ["tanh", "relu"]
+    with pytest.raises(SpecError, match=r"^sweep\.network\.args\.activation: point p001 .*gelux"):
+        parse_train_sweep(spec_with({"network.args.activation": ["tanh", "gelux"]}, network=network))
+    with pytest.raises(SpecError, match=r"^sweep\.network\.args\.activation: .*all numbers"):
+        parse_train_sweep(spec_with({"network.args.activation": ["tanh", 1]}, network=network))
+
+
 @pytest.mark.parametrize("spec, key, words", [
     (spec_with({"learnin_rate": [0.1, 0.2]}), "sweep.learnin_rate", "unknown training setting"),
     (spec_with({"tasks": [1, 2]}), "sweep.tasks", "not a sweepable"),
