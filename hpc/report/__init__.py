@@ -7,6 +7,7 @@ rules.
 
 Modules: build (the entry points and the page's sections), sweep_data (what is read of a sweep),
 summary, results, model_section, failures, execution and training (one section each, as data),
+training_sweep (the page comparing the points of a sweep of training runs, from their train.zarr),
 figures (matplotlib, PNG data URIs), formatting (values as text), render (Jinja2; the templates
 are in templates/).
 """
