@@ -37,7 +37,7 @@ Shocks: log(y_T, y_N) follows a VAR(1) discretized by Tauchen–Hussey with 4 no
 
 Where the statistics come from (the static parameter ``statistics``):
 
-- ``exact`` (the default): expectations under the stationary distribution of the solved policy on
+- ``exact``: expectations under the stationary distribution of the solved policy on
   the grid, an off-grid b' split between its two neighbouring grid points by linear weights
   (``stationary_bond_distribution``, a power iteration), events read at the next period's exact
   b' as the simulation reads them (``distribution_statistics``). No sampling noise; at the paper's
@@ -45,8 +45,11 @@ Where the statistics come from (the static parameter ``statistics``):
   80,000-period simulation's (tests/models/test_bianchi.py). The planner's crisis severities
   are read at the DE's crisis dates, which needs the joint law of both economies' debt: those
   two still come from the simulation.
-- ``simulated``: one simulation of ``sim_periods`` periods after ``sim_burn_in`` periods, on the
-  Markov chain itself, from a fixed jax.random key (``seed``).
+- ``simulated`` (the default): one simulation of ``sim_periods`` periods after ``sim_burn_in``
+  periods, on the Markov chain itself, from a fixed jax.random key (``seed``). It stays the
+  default because ``exact`` is not yet bitwise the same across process and device layouts (its
+  crisis probability differs in the last bit between one process and 2 × 2 devices,
+  tests/test_distributed.py), which the simulated statistics are.
 
 Statistics (percent). A crisis (paper): the constraint binds in period t and the current account
 CA_t = b_{t+1} - b_t exceeds the mean plus one standard deviation of the decentralized
@@ -69,6 +72,7 @@ binding region (the extra collateral is overborrowed); the planner's value rises
 
 from __future__ import annotations
 
+import functools
 import json
 from functools import lru_cache
 from typing import NamedTuple
@@ -592,7 +596,12 @@ def distribution_statistics(pi, policy, reference, econ: Economy, p: BianchiPara
     zero = jnp.zeros((), mass.dtype)
 
     def share(flags):
-        return 100 * jnp.sum(jnp.where(flags, mass, zero))
+        # Σ_s' P[s, s'] flag first, term by term in a fixed order, then Σ π over the grid: the
+        # same additions however XLA threads the program, so a sweep stays bitwise the same
+        # across process and device layouts (a flat sum of 204,800 terms, or a contraction, did not)
+        weights = jnp.where(flags, econ.transition[None, :, :], zero)
+        inner = functools.reduce(jnp.add, [weights[..., k] for k in range(weights.shape[-1])])
+        return 100 * jnp.sum(pi * inner)
 
     # the crisis atoms' mass and its moments, moved to the grid points of their state s' by the
     # lottery on their b: each grid point then stands for the atoms sent to it
@@ -831,7 +840,7 @@ MODEL = Model(
         Parameter("b_min", "float", -1.02, role="shape", bounds=(None, 0.0),
                   doc="lowest bond position; must lie below the collateral limit (see grid_bound_frequency)"),
         Parameter("b_max", "float", -0.2, role="shape", bounds=(None, None), doc="highest bond position"),
-        Parameter("statistics", "choice", "exact", role="static", choices=STATISTICS,
+        Parameter("statistics", "choice", "simulated", role="static", choices=STATISTICS,
                   doc="exact: long-run statistics under the stationary distribution of the policy on the "
                       "grid (off-grid b' split between the neighbouring points); simulated: from one "
                       "simulation of sim_periods periods (the planner's crisis severities are simulated "

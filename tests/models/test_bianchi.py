@@ -10,7 +10,7 @@ itself is checked in tests/models/test_shocks.py). At n_b = 400 the statistics h
 the grid (n_b = 100, 200, 400, 800 give 5.53, 5.55, 5.55, 5.56 for the DE crisis probability)
 and vary with the seed by about 0.07 percentage points (seeds 0-2: 5.55, 5.42, 5.47).
 
-The default statistics are exact (the stationary distribution of the policy): checked against a
+Most tests here use statistics: exact (the stationary distribution of the policy): checked against a
 dense linear solve and a NumPy recomputation, and against a 1.6-million-period simulation cut
 into batches of the simulated mode's 80,000 periods (within two of its sampling sd).
 """
@@ -37,7 +37,7 @@ STATS = ("crisis_probability", "crisis_probability_own_sd", "constraint_binding_
 
 
 def static_values(**overrides) -> dict:
-    return MODEL.static_defaults(jnp.float32, **overrides)
+    return MODEL.static_defaults(jnp.float32, **{"statistics": "exact", **overrides})
 
 
 def dynamic_values(dtype=jnp.float32, **overrides) -> dict:
@@ -50,7 +50,7 @@ def as_numpy(out) -> dict:
 
 @pytest.fixture(scope="module")
 def paper():
-    """DE and SP at the paper's calibration, n_b = 400, 80,000 periods, float32."""
+    """DE and SP at the paper's calibration, n_b = 400, exact statistics, float32."""
     results = {}
     for case, planner in (("DE", False), ("SP", True)):
         static = static_values(planner=planner, n_b=400)
@@ -282,7 +282,7 @@ def test_float64_agrees_with_float32(paper, tmp_path):
         from hpc.models.bianchi import MODEL
         out = {{}}
         for case, planner in (("DE", False), ("SP", True)):
-            static = MODEL.static_defaults(jnp.float64, planner=planner, n_b=400, tol=1e-8)
+            static = MODEL.static_defaults(jnp.float64, planner=planner, n_b=400, tol=1e-8, statistics="exact")
             dyn = MODEL.dynamic_defaults(jnp.float64)
             res = jax.jit(lambda d: MODEL.solve(d, static))(dyn)
             assert res["bond_policy"].dtype == jnp.float64
@@ -381,7 +381,7 @@ def test_stationary_distribution_and_exact_statistics_by_hand():
     linear solve, not a power iteration), and the statistics recomputed in NumPy from π and the
     policies, at the atoms (b'(b_i, s), s') with mass π(b_i, s) P[s, s'] as the model documents."""
     with jax.enable_x64(True):
-        static = MODEL.static_defaults(jnp.float64, n_b=40, dist_tol=1e-13)
+        static = MODEL.static_defaults(jnp.float64, n_b=40, dist_tol=1e-13, statistics="exact")
         dynamic = MODEL.dynamic_defaults(jnp.float64)
         ours = as_numpy(jax.jit(lambda d: MODEL.solve(d, static))(dynamic))
         _, econ, _, c_unc, _, _ = bianchi.solve_equilibrium(dynamic, static)
@@ -424,7 +424,7 @@ def test_stationary_distribution_and_exact_statistics_by_hand():
 
 def test_exact_statistics_are_within_a_simulations_sampling_error(paper):
     """At the paper's calibration (n_b = 400, float32): the exact statistics (the ``paper``
-    fixture, the default) against a simulation of 20 × 80,000 periods of the same policies, cut
+    fixture) against a simulation of 20 × 80,000 periods of the same policies, cut
     into 20 batches of the model's own length. The spread of the batch statistics is the sampling
     error of the 80,000-period statistics the simulated mode reports; every exact statistic lies
     within two of those standard deviations of the batches' mean. (The planner's crisis severities
