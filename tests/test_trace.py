@@ -186,3 +186,21 @@ def test_slurm_accounting_in_the_store_and_the_reports_right_sizing(tmp_path, mo
     sentence = (f"Shards used at most {100 * share:.0f}% of the 1000–1024 MB requested "
                 f"(peak {218224 / 1024:.0f} MB): {advised} MB would do.")
     assert sentence in page.section("execution").lines
+
+
+def test_a_process_started_by_a_large_parent_records_its_own_peak_memory_not_the_parents():
+    """A shard job is started by fork and exec from Snakemake (or pytest), which may hold far more
+    memory than the shard: ru_maxrss of the child keeps the parent's size at the fork, so the
+    marker's process_max_rss_mb was the parent's (1.5 GB recorded for a 250 MB shard in CI)."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(800 * 2**20)  # the parent holds 800 MB, touched
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    code = "from hpc.sweep.runner import process_usage; print(process_usage()['max_rss_mb'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child_mb = float(out.stdout)
+    # a Python importing numpy and the runner is some tens of MB; the parent's ballast alone is 800
+    assert child_mb < 400, child_mb
+    del ballast

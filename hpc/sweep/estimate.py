@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -208,16 +207,10 @@ def check_limits(shapes: list[ShardShape], shards: list[dict], cal: Calibration,
 # --- the probe --------------------------------------------------------------------------------
 
 def _rss_mb() -> float:
-    """This process's peak RSS. Linux's VmHWM counts this program alone: ru_maxrss of a process
-    started from a fork keeps the forking parent's size (the probe's, for the fresh process)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    scale = 1024.0 ** 2 if sys.platform == "darwin" else 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    """This process's peak RSS (the runner's measure, so probe and shards count alike)."""
+    from hpc.sweep.runner import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def _log(message: str) -> None:

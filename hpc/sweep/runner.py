@@ -26,6 +26,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -314,13 +315,27 @@ def write_chunks(group, chunks: tuple[Chunk, ...], outputs: dict[str, np.ndarray
         offset += chunk.size
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB. On Linux from VmHWM, which counts this program
+    alone: ru_maxrss of a process started by fork and exec keeps the forking parent's size (a shard
+    started from a large Snakemake or pytest process would report that process's memory)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    scale = 1024.0 ** 2 if sys.platform == "darwin" else 1024.0  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
 def process_usage() -> dict:
     """What this process has used so far: CPU seconds (user + system) of it and of its waited-for
-    children, and the peak resident memory of each (``getrusage``; ru_maxrss is KiB on Linux)."""
+    children, and the peak resident memory of each (``peak_rss_mb``; the children's from getrusage)."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    scale = 1024.0 ** 2 if sys.platform == "darwin" else 1024.0  # bytes on macOS
+    scale = 1024.0 ** 2 if sys.platform == "darwin" else 1024.0
     return {"cpu_s": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
-            "max_rss_mb": max(me.ru_maxrss, children.ru_maxrss) / scale}
+            "max_rss_mb": max(peak_rss_mb(), children.ru_maxrss / scale)}
 
 
 def device_peak_mb() -> list[float] | None:
