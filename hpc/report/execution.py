@@ -106,14 +106,19 @@ def timeline_figure(sweep: Sweep, figures: Figures) -> Figure | None:
         ax.barh([], [], color=colors(i % 10), label=host)
     ax.legend(title="host", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_yticks([s["shard"] for s in shards])
-    ax.set_ylim(max(s["shard"] for s in shards) + 0.7, min(s["shard"] for s in shards) - 0.7)
+    _timeline_axes(ax, shards, margin=0.7)
+    return figures.add(fig, f"When each shard computed, coloured by host (time 0 is {timefmt.epoch_text(t0)}). A bar "
+                            "spans the shard's solve, from its first process's start to its last one's end; "
+                            "job start-up and queueing are not included.")
+
+
+def _timeline_axes(ax, shards: list[dict], margin: float) -> None:
+    """Labels and limits shared by both timelines: shard 0 at the top, time along x."""
+    ax.set_ylim(max(s["shard"] for s in shards) + margin, min(s["shard"] for s in shards) - margin)
     ax.set_xlabel("seconds since the first shard started")
     ax.set_ylabel("shard")
     ax.set_title("Shard timeline")
     ax.grid(axis="x", alpha=0.3)
-    return figures.add(fig, f"When each shard computed, coloured by host (time 0 is {timefmt.epoch_text(t0)}). A bar "
-                            "spans the shard's solve, from its first process's start to its last one's end; "
-                            "job start-up and queueing are not included.")
 
 
 def compact_timeline(shards: list[dict], t0: float, hosts: list[str], colors, figures: Figures) -> Figure:
@@ -131,11 +136,7 @@ def compact_timeline(shards: list[dict], t0: float, hosts: list[str], colors, fi
         ax.plot([s["end"] - t0 for s in marked], [s["shard"] for s in marked], "|", color="red", markersize=6,
                 label="requeued or resumed")
     ax.legend(title="host", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.set_ylim(max(s["shard"] for s in shards) + 0.5, min(s["shard"] for s in shards) - 0.5)
-    ax.set_xlabel("seconds since the first shard started")
-    ax.set_ylabel("shard")
-    ax.set_title("Shard timeline")
-    ax.grid(axis="x", alpha=0.3)
+    _timeline_axes(ax, shards, margin=0.5)
     return figures.add(fig, f"When each of the {len(shards)} shards computed, one line per shard coloured by host "
                             f"(time 0 is {timefmt.epoch_text(t0)}). A line spans the shard's solve, from its first "
                             "process's start to its last one's end; job start-up and queueing are not included."
