@@ -224,6 +224,12 @@ def start(launch: Launch) -> Launch:
                       process_id=launch.process_id)
     elif launch.method == "mpi":
         kwargs["cluster_detection_method"] = "mpi4py"
+        if launch.process_id == 0 and not os.environ.get("JAX_COORDINATOR_PORT"):
+            # JAX's mpi4py detection takes rank 0's port from hash(hostname): two jobs whose rank 0
+            # share a node (emulated nodes share one hostname too) may pick the same port, and
+            # gRPC's SO_REUSEPORT then lets one job's ranks join the other's coordinator. Only rank
+            # 0's value is used (it is broadcast): a port free now is this job's own.
+            os.environ["JAX_COORDINATOR_PORT"] = str(free_port())
     if device_ids is not None:
         kwargs["local_device_ids"] = device_ids
     try:
@@ -232,6 +238,13 @@ def start(launch: Launch) -> Launch:
         kwargs.pop("heartbeat_timeout_seconds", None)
         jax.distributed.initialize(**kwargs)
     return launch
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on every interface (ranks on other nodes connect to it)."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def node_name() -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,6 @@ from hpc.execution import distributed
 
 # How long the remaining processes get to end after one of them failed.
 KILL_GRACE_S = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mpiexec() -> str:
@@ -102,7 +95,7 @@ def run_processes(inner: list[str], tasks: int, mpi: bool = False, cpu_devices: 
 
 def _run_local(inner: list[str], tasks: int, env: dict[str, str]) -> int:
     """``tasks`` local processes that meet through jax.distributed on a free localhost port."""
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{distributed.free_port()}"
     procs = []
     for rank in range(tasks):
         penv = dict(env, **{distributed.ENV_COORDINATOR: coordinator, distributed.ENV_NUM_PROCESSES: str(tasks),
