@@ -139,7 +139,9 @@ def test_a_live_job_read_back(tmp_path, slurm_cluster):
     record = {}
     while time.time() < deadline:
         record = accounting.job_records([job]).get(job, {})
-        if record.get("state") not in (None, "PENDING", "RUNNING") and record.get("max_rss_mb"):
+        # slurmdbd completes a job's record in steps (state, then the steps' usage, then the rest)
+        if (record.get("state") not in (None, "PENDING", "RUNNING") and record.get("max_rss_mb")
+                and record.get("req_mem_mb")):
             break
         time.sleep(2)
     assert record["state"] == "COMPLETED" and record["exit_code"] == "0:0", record
