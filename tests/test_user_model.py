@@ -175,24 +175,77 @@ def test_a_model_of_scalars_may_leave_out_coords(tmp_path):
     assert get_model(spec.model).coords({}) == {}
 
 
+# A model file that imports a file and a package of its own from its folder, as `python my_model.py` would.
+WITH_HELPERS = TINY.replace("from hpc.models import", "from growth_helpers import scaled\nfrom tools import OFFSET\n"
+                            "from hpc.models import").replace('    return {"y": y,', '    return {"y": scaled(y) + OFFSET,')
+
+
+def write_helpers(folder, scale: float, offset: float = 0.0):
+    write_model(folder, f"SCALE = {scale}\n\n\ndef scaled(x):\n    return SCALE * x\n", "growth_helpers.py")
+    write_model(folder / "tools", f"OFFSET = {offset}\n", "__init__.py")
+    return write_model(folder, WITH_HELPERS)
+
+
+def test_a_model_file_imports_its_own_helpers_and_only_its_own(tmp_path):
+    import sys
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    path_before = list(sys.path)
+    folders = {"a": (2.0, 0.5), "b": (3.0, -1.0)}  # the same helper names, other values, two folders
+    specs = {}
+    for name, (scale, offset) in folders.items():
+        write_helpers(tmp_path / name, scale, offset)
+        specs[name] = load_spec(spec_file(tmp_path / name))  # parse: import, probe
+    assert sys.path == path_before and "growth_helpers" not in sys.modules and "tools" not in sys.modules
+    for name, (scale, offset) in folders.items():
+        got = get_model(specs[name].model).solve({"a": jnp.float32(1.5)}, {"dtype": jnp.float32})["y"]
+        np.testing.assert_allclose(np.asarray(got), scale * 1.5 ** 2 * np.array([1.0, 2.0, 3.0]) + offset, rtol=1e-6)
+        helpers = specs[name].normalized()["model_source"]["helpers"]
+        assert helpers == {h: hashlib.sha256((tmp_path / name / h).read_bytes()).hexdigest()
+                           for h in ("growth_helpers.py", os.path.join("tools", "__init__.py"))}
+    # The model files are the same bytes: only the helpers tell the sweeps apart.
+    assert specs["a"].model_ref.sha256 == specs["b"].model_ref.sha256 and specs["a"].digest() != specs["b"].digest()
+    write_model(tmp_path / "plain")
+    assert "helpers" not in load_spec(spec_file(tmp_path / "plain")).normalized()["model_source"]
+    # An edited helper: a new digest, and a plan made before refuses it (what a shard job checks).
+    plan = make_plan(specs["a"])
+    write_helpers(tmp_path / "a", 2.5, 0.5)
+    assert load_spec(spec_file(tmp_path / "a")).digest() != specs["a"].digest()
+    with pytest.raises(SpecError, match=r"^model: .*growth_helpers\.py, a helper of .*my_model\.py, changed since"):
+        get_model(plan.model, plan.spec["model_source"])
+
+
 @pytest.mark.slow
 @pytest.mark.fault("a node cannot read the model file (not on a shared filesystem)",
                    expect="shard job fails; its log names the file, the host and the shared-filesystem rule")
 def test_a_shard_job_that_cannot_read_the_model_file_says_so_in_its_log(tmp_path):
-    model = write_model(tmp_path / "user")
-    spec = spec_file(tmp_path / "user")
+    import numpy as np
+    import xarray as xr
+
+    # Shard 0 runs in a fresh process with the model's own helpers (imported from its folder) ...
+    model = write_helpers(tmp_path / "user", 2.0, 0.5)
+    spec = spec_file(tmp_path / "user", shards=2)
     plan = tmp_path / "results" / "mine" / "plan.json"
     run_hpc("plan", spec, "--output", plan, cwd=tmp_path)
-    model.rename(model.with_suffix(".moved"))  # as on a node that does not see the user's folder
-    log = tmp_path / "shard-0.log"
+    run_hpc("run-shard", plan, "0", cwd=tmp_path)
+    ds = xr.open_zarr(tmp_path / "results" / "mine" / "sweep.zarr", consolidated=False)
+    done = np.asarray(ds["point_done"].values)
+    assert done.any() and not done.all()
+    expected = 2.0 * np.asarray(ds["a"].values)[:, None] ** 2 * np.array([1.0, 2.0, 3.0]) + 0.5
+    np.testing.assert_allclose(np.asarray(ds["y"].values)[done], expected[done], rtol=1e-6)
+    # ... shard 1 on a node that does not see the user's folder fails, saying why.
+    model.rename(model.with_suffix(".moved"))
+    log = tmp_path / "shard-1.log"
     with log.open("w") as err:
-        result = subprocess.run([PYTHON, "-m", "hpc", "run-shard", str(plan), "0"], cwd=tmp_path, stderr=err,
+        result = subprocess.run([PYTHON, "-m", "hpc", "run-shard", str(plan), "1"], cwd=tmp_path, stderr=err,
                                 env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
     text = log.read_text()
     assert result.returncode != 0
     assert f"model: model file {model} not found on {os.uname().nodename}" in text.splitlines()[-1], text[-2000:]
     assert "filesystem every node shares" in text.splitlines()[-1]
-    assert not (tmp_path / "results" / "mine" / "shards" / "shard-0000.json").exists()
+    assert not (tmp_path / "results" / "mine" / "shards" / "shard-0001.json").exists()
 
 
 def test_the_plan_carries_the_resolved_model_and_its_hash(tmp_path):

@@ -16,6 +16,13 @@ and the distribution's version. ``check_solve`` probes a model once, abstractly
 (``jax.eval_shape``: no solve is run), for what the runner relies on: the declared outputs, each
 of its shape and dtype.
 
+A model file is imported as ``python path/to/file.py`` would run it: its folder comes first on
+``sys.path`` while it is imported, so it may import files and packages of its own beside it
+(``from growth_helpers import f``). Those helpers are the file's alone: once it is imported they
+leave ``sys.modules`` (the model keeps what it imported), so two model files with helpers of one
+name in two folders each get their own in one process. The helpers' sha256, by their path
+relative to the model's folder, go into the provenance beside the file's (``helpers``).
+
 Every failure is one SpecError on the key ``model``.
 """
 
@@ -29,6 +36,7 @@ import os
 import platform
 import re
 import sys
+import threading
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +69,8 @@ class ModelRef:
     module: str | None = None
     distribution: str | None = None
     version: str | None = None
+    # a file model's own helper files (imported from its folder): (path relative to it, sha256)
+    helpers: tuple[tuple[str, str], ...] | None = None
 
     @property
     def builtin(self) -> bool:
@@ -71,12 +81,13 @@ class ModelRef:
         so a spec and its model moved together keep their digest."""
         body = {"kind": self.kind, "written": self.written, "attr": self.attr, "sha256": self.sha256,
                 "module": self.module if self.kind != "file" else None, "distribution": self.distribution,
-                "version": self.version}
+                "version": self.version, "helpers": dict(self.helpers) if self.helpers else None}
         return {k: v for k, v in body.items() if v is not None}
 
     def provenance(self) -> dict:
         """Everything known of the source (for the store's attributes and the report)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        body = {**asdict(self), "helpers": dict(self.helpers) if self.helpers else None}
+        return {k: v for k, v in body.items() if v is not None}
 
     def describe(self) -> str:
         """One line for people: ``/x/growth.py:MODEL (sha256 1a2b3c4d5e6f)``."""
@@ -136,12 +147,23 @@ def load(ref: str, source: Mapping[str, Any] | None = None) -> Model:
         raise SpecError(KEY, f"{found.path} changed since the sweep was planned on {platform.node()} "
                         f"(sha256 {found.sha256[:12]}, planned {expected[:12]})",
                         "restore the file, or run the changed model as a sweep of another name")
+    if expected and found.kind == "file":
+        planned, now = dict((source or {}).get("helpers") or {}), dict(found.helpers or ())
+        changed = sorted(h for h in set(planned) | set(now) if planned.get(h) != now.get(h))
+        if changed:
+            folder = Path(found.path).parent
+            raise SpecError(KEY, f"{folder / changed[0]}, a helper of {found.path}, changed since the sweep was "
+                            f"planned on {platform.node()} (sha256 {(now.get(changed[0]) or 'none')[:12]}, "
+                            f"planned {(planned.get(changed[0]) or 'none')[:12]})",
+                            "restore the file, or run the changed model as a sweep of another name")
     return model
 
 
 # --- files --------------------------------------------------------------------------------------
 
-_FILE_MODULES: dict[tuple[str, str], Any] = {}
+# (file, sha256) -> (its module, its helpers' hashes): a file is imported once per process and version
+_FILE_MODULES: dict[tuple[str, str], tuple[Any, tuple[tuple[str, str], ...]]] = {}
+_IMPORTING = threading.RLock()  # sys.path and sys.modules are the process's: one model file at a time
 
 
 def sha256_of(path: Path) -> str:
@@ -161,22 +183,33 @@ def _from_file(written: str, file: str, attr: str, base) -> tuple[ModelRef, Mode
     except OSError as exc:
         raise SpecError(KEY, f"cannot read model file {path} on {host}: {exc.strerror or exc}", SHARED_FS) from None
     digest = hashlib.sha256(source).hexdigest()
-    module = _FILE_MODULES.get((str(path), digest))
-    if module is None:
-        module = _exec_file(path, digest)
-        _FILE_MODULES[(str(path), digest)] = module
+    with _IMPORTING:
+        module, helpers = _FILE_MODULES.get((str(path), digest), (None, ()))
+        if module is None or not _same_helpers(path.parent, helpers):  # an edited helper: import again
+            module, helpers = _exec_file(path, digest)
+            _FILE_MODULES[(str(path), digest)] = (module, helpers)
     model = _attribute(module, attr, str(path))
-    return ModelRef("file", f"{path}:{attr}", written, attr=attr, path=str(path), sha256=digest), model
+    return ModelRef("file", f"{path}:{attr}", written, attr=attr, path=str(path), sha256=digest,
+                    helpers=helpers or None), model
 
 
 def _exec_file(path: Path, digest: str):
-    """Import the file as a module of its own (named after the file and its hash, so a changed file
-    is a new module), registered in sys.modules while and after it runs, as an import would."""
+    """Import the file as a module of its own (named after the file, its place and its hash, so a
+    changed file is a new module), registered in sys.modules while and after it runs, as an import would, with
+    its folder first on sys.path while it runs. Modules it imported from its folder (its helpers:
+    top-level names new to this process, found there) leave sys.modules afterwards, so another
+    model file's helpers of the same name are imported afresh from their own folder. Returns the
+    module and its helpers' (relative path, sha256), sorted."""
     stem = re.sub(r"\W", "_", path.stem)
-    name = f"hpc_user_models.{stem}_{digest[:12]}"
+    where = hashlib.sha256(f"{path}\0{digest}".encode()).hexdigest()[:12]  # two folders' same file: two modules
+    name = f"hpc_user_models.{stem}_{where}"
+    folder = str(path.parent)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
     sys.modules[name] = module
+    sys.path.insert(0, folder)
+    importlib.invalidate_caches()  # a helper written since this folder was last looked at
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:
@@ -184,7 +217,42 @@ def _exec_file(path: Path, digest: str):
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise SpecError(KEY, f"importing {path} failed: {_where(exc, {str(path)})}") from None
-    return module
+    finally:
+        sys.path.remove(folder)
+        helpers = _forget_helpers(path.parent, before | {name})
+    return module, helpers
+
+
+def _forget_helpers(folder: Path, before: set[str]) -> tuple[tuple[str, str], ...]:
+    """Take the modules imported from ``folder`` (top-level names not in ``before`` whose module or
+    package lies directly in it, and their submodules) out of sys.modules; their files' (path
+    relative to ``folder``, sha256)."""
+    found = {}
+    for top in {n.split(".")[0] for n in set(sys.modules) - before}:
+        if top in before or _home(sys.modules.get(top)) != folder:
+            continue
+        for mod in [n for n in sys.modules if (n == top or n.startswith(top + ".")) and n not in before]:
+            file = getattr(sys.modules.pop(mod), "__file__", None)
+            if file and Path(file).is_file():
+                found[os.path.relpath(os.path.abspath(file), folder)] = sha256_of(Path(file))
+    return tuple(sorted(found.items()))
+
+
+def _home(module) -> Path | None:
+    """The folder a top-level module was found in (a package's: the folder holding the package)."""
+    file = getattr(module, "__file__", None)
+    if file:
+        where = Path(os.path.abspath(file)).parent
+        return where.parent if Path(file).name.startswith("__init__.") else where
+    paths_ = list(getattr(module, "__path__", None) or [])  # a namespace package: its folders
+    return Path(os.path.abspath(paths_[0])).parent if paths_ else None
+
+
+def _same_helpers(folder: Path, helpers: tuple[tuple[str, str], ...]) -> bool:
+    try:
+        return all(sha256_of(folder / rel) == sha for rel, sha in helpers)
+    except OSError:
+        return False
 
 
 # --- modules and entry points -------------------------------------------------------------------
