@@ -76,6 +76,7 @@ def test_merge_keeps_every_parts_errors_once_and_counts_workers_not_chunks(fault
 
 @pytest.mark.slow
 def test_dask_markers_hold_every_chunks_errors_and_the_workers_that_ran_them(tmp_path, faulty):
+    import distributed  # noqa: F401  (before dask.config.set: see below)
     from dask import config as dask_config
 
     from hpc.sweep import dask_run
@@ -85,6 +86,9 @@ def test_dask_markers_hold_every_chunks_errors_and_the_workers_that_ran_them(tmp
     preload.write_text("from hpc import models\nmodels._MODULES['faulty'] = 'faulty_model'\n")
     root = tmp_path / "results"
     plan = planned(root, dict(FAULTY, backend="dask", dask={"cluster": "local", "max_workers": 2}))
+    # dask.config.set undoes a key it added by removing it: set before distributed was imported, it
+    # added the whole "distributed" section, which the import then filled with every default, and
+    # its exit removed them all, for every later test (xr.open_zarr then failed: KeyError 'distributed').
     with dask_config.set({"distributed.worker.preload": [str(preload)]}):
         result = dask_run.run_sweep(str(paths.plan_path(plan.name, root)), {"cluster": "local", "max_workers": 2})
     assert result["chunks"] == plan.n_chunks == 4 and plan.chunks == (1, 6)
