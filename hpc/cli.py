@@ -131,10 +131,33 @@ def _cmd_aggregate(args) -> int:
     return 0
 
 
+def _results_kind(name: str, root: Path) -> str:
+    """What results/NAME holds: a sweep of training runs, a training run, or a sweep (adaptive
+    or not); one line naming ``name`` when it is none of them."""
+    from hpc.core import zarrio
+
+    if paths.train_sweep_path(name, root).exists():
+        return "train_sweep"
+    if paths.plan_path(name, root).exists() or (paths.store_path(name, root) / "zarr.json").exists():
+        return "adaptive" if zarrio.read_attrs(paths.store_path(name, root)).get("kind") == "adaptive" else "sweep"
+    if (paths.train_store_path(name, root) / "zarr.json").exists():
+        return "train"
+    hint = "run its workflow first: snakemake --profile profiles/local --config sweep=SPEC (or train=SPEC)"
+    if (paths.run_dir(name, root) / "points").is_dir():
+        hint = "rerun its workflow (--config train=SPEC) to record the sweep's points (train-sweep.json)"
+    raise SpecError("name", f"no planned sweep {name!r}, nor a training run or a sweep of training runs of that name, "
+                    f"under {root}", hint)
+
+
 def _cmd_report(args) -> int:
     from hpc.core import zarrio
     from hpc.report.build import write_report
 
+    if _results_kind(args.name, Path(args.results)) == "train_sweep":
+        from hpc.report.training_sweep import write_report_from_results
+
+        print(write_report_from_results(args.name, Path(args.results), args.output))
+        return 0
     if zarrio.read_attrs(paths.store_path(args.name, Path(args.results))).get("kind") == "adaptive":
         from hpc.report.adaptive import write_adaptive_report
 
@@ -150,6 +173,19 @@ def _cmd_status(args) -> int:
 
     jobs = args.slurm != "none"
     sources = ("sacct", "squeue") if args.slurm == "auto" else (args.slurm,)
+    kind = _results_kind(args.name, Path(args.results))
+    if kind in ("train_sweep", "train"):  # from the points' files (hpc.train.sweep_status)
+        from hpc.train import sweep_status
+
+        if args.watch:
+            try:
+                return sweep_status.watch_train(args.name, Path(args.results), args.interval, sys.stdout, kind)
+            except KeyboardInterrupt:
+                return 130
+        status = (sweep_status.train_sweep_status if kind == "train_sweep" else sweep_status.train_run_status)(
+            args.name, Path(args.results))
+        print(sweep_status.format_train_status(status))
+        return 0
     if zarrio.read_attrs(paths.store_path(args.name, Path(args.results))).get("kind") == "adaptive":
         from hpc.sweep.adaptive import describe_progress
 
@@ -258,13 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the sweep's summary (JSON) here")
     p.set_defaults(func=_cmd_aggregate)
 
-    p = sub.add_parser("report", help="build results/NAME/report.html from the store alone")
+    p = sub.add_parser("report", help="build results/NAME/report.html from the store alone (a sweep of training "
+                                      "runs: its points done so far)")
     p.add_argument("name")
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--output", help="where to write the report (default: results/NAME/report.html)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("status", help="shards done/running/pending/failed, points done, throughput and time left")
+    p = sub.add_parser("status", help="shards done/running/pending/failed, points done, throughput and time left; "
+                                      "of a sweep of training runs: each point's state, step and held-out RMSE")
     p.add_argument("name")
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--watch", action="store_true",

@@ -492,5 +492,5 @@ def test_hpc_report_rebuilds_from_the_store_alone(results, tmp_path):
         page.section("execution").lines
     assert len(page.table("shards").rows) == len(store.read_shard_records(paths.store_path("cube", root)))
     missing = run_hpc("report", "nothing-here", "--results", root, check=False)
-    assert missing.returncode == 2 and "no sweep store or training store" in missing.stderr
+    assert missing.returncode == 2 and "no planned sweep 'nothing-here', nor a training run" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -15,6 +15,7 @@ For a sweep or training run named NAME under the results root (``HPC_RESULTS``, 
     results/NAME/report.html            the report (sweep or training run, or sweep of training runs)
     results/NAME/points/p003/           point 3 of a sweep of training runs: an ordinary training
                                         run named NAME/points/p003 (train.zarr, checkpoints, ...)
+    results/NAME/train-sweep.json       that sweep's points (settings, digests), for hpc status/report
     results/.jax-cache/                 compiled programs (hpc.execution.compile_cache)
 """
 
@@ -94,3 +95,8 @@ def train_point_name(name: str, point: str) -> str:
     """The run name of point ``point`` (p003) of the sweep of training runs ``name``: its folder is
     results/NAME/points/POINT (hpc.train.sweep)."""
     return f"{name}/points/{point}"
+
+
+def train_sweep_path(name: str, root: Path | None = None) -> Path:
+    """The record of a sweep of training runs' points (hpc.train.sweep.write_points)."""
+    return run_dir(name, root) / "train-sweep.json"

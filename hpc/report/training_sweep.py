@@ -5,6 +5,11 @@ results/NAME/points/pNNN/. The page compares them: one row per point with its sw
 held-out RMSE at the last evaluation (final) and the smallest over the evaluations (best), and the
 step it was reached; the point of the smallest final held-out RMSE is named best. One figure
 overlays the points' training loss, one their held-out RMSE.
+
+The workflow's rule builds it from the checked sweep once every point is done
+(``write_training_sweep_report``); ``hpc report NAME`` builds it from the results alone, from the
+sweep's record of its points (results/NAME/train-sweep.json, hpc.train.sweep.write_points), with
+the points done so far (``write_report_from_results``) and the others named.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import numpy as np
 import zarr
 
 from hpc.core import paths, timefmt
+from hpc.core.errors import SpecError
+from hpc.core.files import write_atomic
 from hpc.report.figures import Figures, pyplot, spans_decades
 from hpc.report.render import Table, render
 
@@ -53,6 +60,27 @@ def read_point(name: str, point: str, settings: dict, root: Path) -> PointResult
 def gather(sweep, root: Path) -> list[PointResult]:
     return [read_point(spec.name, point, settings, root)
             for point, settings, spec in zip(sweep.ids, sweep.points, sweep.specs)]
+
+
+def gather_done(name: str, root: Path) -> tuple[list[PointResult], list[str]]:
+    """The points of sweep ``name`` that are done (their marker holds the point's digest), read
+    from their stores, and the ids of the others, from the sweep's record of its points."""
+    from hpc.train.sweep import read_points
+    from hpc.train.sweep_status import point_status
+
+    record = read_points(name, root)
+    if record is None:
+        raise SpecError("name", f"{paths.train_sweep_path(name, root)} not found", "run the workflow first")
+    done, waiting = [], []
+    for p in record["points"]:
+        if point_status(p["name"], p["digest"], p["steps"], root)["state"] == "done":
+            done.append(read_point(p["name"], p["point"], p["settings"], root))
+        else:
+            waiting.append(p["point"])
+    if not done:
+        raise SpecError("name", f"no point of the sweep of training runs {name!r} is done yet "
+                        f"({len(waiting)} points)", f"hpc status {name} shows where they are")
+    return done, waiting
 
 
 def best_point(results: list[PointResult]) -> PointResult:
@@ -95,14 +123,24 @@ def _overlay(figures: Figures, results: list[PointResult], which: str):
 def write_training_sweep_report(sweep, markers: list[str], out: str | Path) -> Path:
     """Gather the points' runs (their results root is the one their completion ``markers`` lie
     under) and write the comparison page to ``out``."""
-    results = gather(sweep, paths.root_of_marker(markers[0], sweep.specs[0].name))
+    return _write(sweep.name, gather(sweep, paths.root_of_marker(markers[0], sweep.specs[0].name)), [], out)
+
+
+def write_report_from_results(name: str, root: Path | None = None, out: str | Path | None = None) -> Path:
+    """``hpc report NAME`` of a sweep of training runs: the page of its points done so far, from
+    their stores and the sweep's record of its points (default out: results/NAME/report.html)."""
+    root = Path(root) if root is not None else paths.RESULTS_ROOT
+    done, waiting = gather_done(name, root)
+    return _write(name, done, waiting, out or paths.report_path(name, root))
+
+
+def _write(name: str, results: list[PointResult], waiting: list[str], out: str | Path) -> Path:
     figures = Figures()
     figs = [_overlay(figures, results, "loss"), _overlay(figures, results, "heldout")]
     best = best_point(results)
-    html = render("training_sweep.html.j2", title=f"Sweep of training runs {sweep.name}", name=sweep.name,
+    html = render("training_sweep.html.j2", title=f"Sweep of training runs {name}", name=name,
                   n=len(results), best=best, comparison=comparison_table(results), figures=figs,
-                  built=timefmt.now_iso())
+                  waiting=waiting, built=timefmt.now_iso())
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    write_atomic(out, html)
     return out

@@ -9,7 +9,8 @@ metrics per evaluation) and a completion marker → report.
 Modules: ``spec`` (read and check a training spec), ``data`` (the data set and the data
 order), ``network`` (the networks), ``optim`` (the optax optimizer and schedule), ``checkpoint``
 (orbax), ``metrics`` (train.zarr), ``loop`` (the training job), ``surrogate`` (a trained network
-as a function in the model's units), ``sweep`` (a sweep of training runs: one spec per point).
+as a function in the model's units), ``sweep`` (a sweep of training runs: one spec per point),
+``sweep_status`` (hpc status of a sweep of training runs, or of one run).
 
 Where a run's files live: hpc.core.paths. Imports hpc.core, hpc.models, hpc.execution and
 hpc.sweep (a sweep's store as data); never hpc.report.

@@ -265,6 +265,48 @@ def _set(data: dict, place: str, value: Any) -> None:
     node[last] = value
 
 
+def _plain(value: Any) -> Any:
+    """A setting's value as JSON writes it (a numpy scalar as its Python number)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def points_record(sweep: TrainSweep) -> dict:
+    """What hpc status and hpc report read of a sweep of training runs: its points, each one's run
+    name, digest (a completion marker of another digest is not this point's), steps and settings."""
+    points = [{"point": point, "name": spec.name, "digest": spec.digest(), "steps": spec.steps,
+               "settings": {k: _plain(v) for k, v in settings.items()}}
+              for point, settings, spec in zip(sweep.ids, sweep.points, sweep.specs)]
+    return {"kind": "train_sweep", "name": sweep.name,
+            "spec_file": str(Path(sweep.path).resolve()) if sweep.path else "",
+            "digest": specfile.digest({"points": [p["digest"] for p in points]}), "points": points}
+
+
+def write_points(sweep: TrainSweep, path: str | Path | None = None) -> Path:
+    """Record the sweep's points at ``path`` (default results/NAME/train-sweep.json; the workflow's
+    train_sweep_points rule writes it before any point trains)."""
+    import json
+
+    from hpc.core.files import write_atomic
+
+    path = Path(path) if path else paths.train_sweep_path(sweep.name)
+    write_atomic(path, json.dumps(points_record(sweep), indent=1))
+    return path
+
+
+def read_points(name: str, root: Path | None = None) -> dict | None:
+    """The record write_points left for sweep ``name`` under ``root``; None when there is none."""
+    import json
+
+    path = paths.train_sweep_path(name, root)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError("name", f"cannot read {path}: {exc}", "rerun the workflow to write it again") from None
+    return record if isinstance(record, dict) and record.get("kind") == "train_sweep" else None
+
+
 def load_train_sweep(path: str | Path) -> TrainSweep:
     text, data = specfile.read_spec_file(path)
     return parse_train_sweep(data, text=text, path=Path(path))

@@ -1,7 +1,11 @@
 # A sweep of training runs (workflow/rules/train.smk includes it when the spec has a sweep: block):
 # one train job per point, each an ordinary training run of the point's expanded spec under
 # results/NAME/points/pNNN/ (hpc --point), resumable and preemption-safe like a single run; then
-# one report comparing the points (hpc.report.training_sweep).
+# one report comparing the points (hpc.report.training_sweep). Before any point trains, the
+# sweep's points are recorded in results/NAME/train-sweep.json, which `hpc status NAME` and
+# `hpc report NAME` read (hpc.train.sweep.write_points).
+
+from hpc.train.sweep import points_record, write_points
 
 TRAIN_POINTS = dict(zip(TRAIN_SWEEP.ids, TRAIN_SWEEP.specs))
 
@@ -10,10 +14,25 @@ wildcard_constraints:
     point="p[0-9]+",
 
 
+rule train_sweep_points:
+    input:
+        spec=TRAIN_FILE,
+    output:
+        points=f"{TRAIN_DIR}/train-sweep.json",
+    params:
+        digest=points_record(TRAIN_SWEEP)["digest"],  # other points: written again
+    log:
+        f"{TRAIN_DIR}/logs/train-sweep.log",
+    localrule: True
+    run:
+        Path(log[0]).write_text(f"wrote {write_points(TRAIN_SWEEP, output.points)}\n")
+
+
 rule train:
     input:
         spec=TRAIN_FILE,
         data=TRAIN_DATA,
+        points=ancient(f"{TRAIN_DIR}/train-sweep.json"),  # written first; its time retrains nothing
     output:
         marker=f"{TRAIN_DIR}/points/{{point}}/train.json",
     params:
