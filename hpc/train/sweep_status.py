@@ -42,6 +42,17 @@ def _tail(path: Path, size: int = 4000) -> str:
         return f.read().decode("utf-8", "replace")
 
 
+def _last_step(loss) -> int:
+    """The last step with a loss written: the chunks read from the end until one holds a value (a
+    chunk not written yet costs no read), so a long run's status does not read every step."""
+    size = loss.chunks[0]
+    for start in range(((loss.shape[0] - 1) // size) * size, -1, -size):
+        written = np.flatnonzero(np.isfinite(np.asarray(loss[start:start + size])))
+        if written.size:
+            return start + int(written[-1]) + 1
+    return 0
+
+
 def point_status(name: str, digest: str | None, steps: int | None, root: Path | None = None) -> dict:
     """The state of training run ``name`` made from the spec of ``digest`` (None: whichever its
     store holds) under ``root``: state, step, steps, held-out RMSE (done), failure, notes."""
@@ -58,10 +69,9 @@ def point_status(name: str, digest: str | None, steps: int | None, root: Path | 
             started = True
             import zarr
 
-            loss = np.asarray(zarr.open_group(str(store), mode="r")["loss"][...])
-            written = np.flatnonzero(np.isfinite(loss))
-            record["step"] = int(written[-1]) + 1 if written.size else 0
-            record["steps"] = record["steps"] or len(loss)
+            loss = zarr.open_group(str(store), mode="r")["loss"]
+            record["step"] = _last_step(loss)
+            record["steps"] = record["steps"] or loss.shape[0]
             segments = attrs.get("segments") or []
             if segments and str(segments[-1].get("reason", "")).startswith("stopped"):
                 record["note"] = (f"attempt {len(segments)} {segments[-1]['reason']} at step "
