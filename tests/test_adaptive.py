@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from conftest import PYTHON, REPO, run_snakemake, write_spec
 from scipy.stats import betabinom
 
@@ -52,7 +53,7 @@ BAD = [
     ("both sample and adaptive", dict(BASE, sample={"method": "sobol", "n": 4, "ranges": {"c": [1.0, 2.0]}}), "sample", "both"),
     ("fixed and in the box", dict(BASE, params={"c": 20.0}), "params.c", "both fixed"),
     ("more shards than points per round", dict(BASE, shards=7), "shards", "7 shards"),
-    ("dask backend", dict(BASE, backend="dask"), "backend", "dask"),
+    ("dask settings without backend: dask", dict(BASE, dask={"cluster": "local"}), "dask", "backend is not dask"),
 ]
 
 
@@ -77,6 +78,10 @@ def test_a_good_block_is_checked_and_digested():
     # a round is a sweep of explicit points: one sampled dimension named point
     r = adaptive.round_spec(spec, 1, {"c": [11.0, 12.0], "beta": [0.91, 0.92]})
     assert (r.name, r.dims, r.shape, r.adaptive) == ("round-0001", ("point",), (2,), None)
+    # backend: dask is taken (its rounds run as dask tasks), and a round keeps it
+    dask = parse_spec(dict(BASE, backend="dask", dask={"cluster": "local"}))
+    assert dask.adaptive == spec.adaptive and dask.digest() == spec.digest()  # how points run is not what they are
+    assert adaptive.round_spec(dask, 0, {"c": [11.0], "beta": [0.91]}).backend == "dask"
 
 
 def test_dry_run_description_shows_the_first_round_and_writes_nothing(tmp_path):
@@ -105,7 +110,11 @@ def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path, source)
     plan_file = adaptive.round_plan_path(spec.name, 0, root)
     plan, _ = adaptive.plan_round(spec, adaptive.ask_path(spec.name, 0, root), plan_file)
     run_and_commit(str(plan_file), 0)
+    round_store = plan_file.parent / "sweep.zarr"
+    assert (round_store / "zarr.json").exists()
     adaptive.merge_round(spec, plan_file, adaptive.merged_path(spec.name, 0, root), root=root)
+    assert not round_store.exists()  # its points are kept once: in the sweep's store, not also in the round's
+    assert adaptive.merge_round(spec, plan_file, root / "again.json", root=root)["n"] == 3  # merged again: nothing read
     stop = adaptive.ask_round(spec, 1, adaptive.ask_path(spec.name, 1, root), root=root)
     assert stop["stop"] and stop["reason"].startswith("loss") and 0 < stop["loss"] <= 10.0
     ds = xr.open_zarr(root / "mccall-1d" / "sweep.zarr", consolidated=False)
@@ -130,8 +139,8 @@ def reservation_wage(c: float, beta: float, n_wages: int = 21) -> float:
     return (lo + hi) / 2
 
 
-def round_dir(tmp_path, r):
-    return tmp_path / "results" / "mccall-adaptive" / "rounds" / f"round-{r:04d}"
+def round_dir(tmp_path, r, name="mccall-adaptive"):
+    return tmp_path / "results" / name / "rounds" / f"round-{r:04d}"
 
 
 @pytest.mark.slow
@@ -152,6 +161,7 @@ def test_adaptive_mccall_sweep_killed_mid_round_resumes_and_rerun_does_nothing(t
     round0 = {m.name: m.read_text() for m in (round_dir(tmp_path, 0) / "shards").glob("*.json")}
     asked1 = (round_dir(tmp_path, 1) / "ask.json").read_text()
     assert len(round0) == 1
+    assert not (round_dir(tmp_path, 0) / "sweep.zarr").exists()  # merged: its points are kept once, in the sweep's store
 
     run_snakemake(tmp_path, "--unlock", "--config", f"sweep={spec}")
     run_snakemake(tmp_path, "--config", f"sweep={spec}")
@@ -189,3 +199,73 @@ def test_adaptive_mccall_sweep_killed_mid_round_resumes_and_rerun_does_nothing(t
     again = run_snakemake(tmp_path, "-n", "--config", f"sweep={spec}")
     assert "Nothing to be done" in again.stdout + again.stderr
     assert "round 2: stop (max_points" in again.stderr
+
+
+DASK = dict(BASE, name="mccall-adaptive-dask", shards=2, backend="dask", dask={"cluster": "local", "max_workers": 1})
+
+
+def shard_job_sweep(spec, root):
+    """The sweep with the shard-job backend, its controller's steps in this process: ask, plan,
+    every shard as run-shard runs it, merge, until an ask says stop."""
+    from hpc.sweep.runner import run_and_commit
+
+    r = 0
+    while not adaptive.ask_round(spec, r, adaptive.ask_path(spec.name, r, root), root=root)["stop"]:
+        plan_file = adaptive.round_plan_path(spec.name, r, root)
+        plan, _ = adaptive.plan_round(spec, adaptive.ask_path(spec.name, r, root), plan_file)
+        for shard in range(plan.n_shards):
+            run_and_commit(str(plan_file), shard)
+        adaptive.merge_round(spec, plan_file, adaptive.merged_path(spec.name, r, root), root=root)
+        r += 1
+    return zarr.open_group(str(root / spec.name / "sweep.zarr"), mode="r", zarr_format=3)
+
+
+@pytest.mark.slow
+@pytest.mark.fault("adaptive sweep with backend: dask, Snakemake controller killed (SIGKILL) while a round's dask job runs",
+                   expect="rerun finishes the round from the points asked before; every array bitwise the shard-job sweep's")
+def test_adaptive_dask_sweep_killed_mid_round_resumes_bitwise_the_shard_job_sweep(tmp_path):
+    name = DASK["name"]
+    spec = write_spec(tmp_path, DASK)
+    cmd = [PYTHON, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
+           "--directory", str(tmp_path), "--config", f"sweep={spec}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    dask_log = round_dir(tmp_path, 1, name) / "logs" / "dask.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and not dask_log.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the controller, round 1's run-dask job and its dask workers die at once
+    proc.wait()
+    assert dask_log.exists(), "round 1's dask job never started"
+    assert (round_dir(tmp_path, 0, name) / "merged.json").exists() and not (round_dir(tmp_path, 1, name) / "merged.json").exists()
+    round0 = {m.name: m.read_text() for m in (round_dir(tmp_path, 0, name) / "shards").glob("*.json")}
+    asked1 = (round_dir(tmp_path, 1, name) / "ask.json").read_text()
+    assert len(round0) == 2  # the run-dask job wrote both shards' markers
+
+    run_snakemake(tmp_path, "--unlock", "--config", f"sweep={spec}")
+    run_snakemake(tmp_path, "--config", f"sweep={spec}")
+    assert {m.name: m.read_text() for m in (round_dir(tmp_path, 0, name) / "shards").glob("*.json")} == round0
+    assert (round_dir(tmp_path, 1, name) / "ask.json").read_text() == asked1
+    ran = [json.loads((round_dir(tmp_path, r, name) / "dask.json").read_text()) for r in (0, 1)]
+    assert ran[0]["shards"] == 2 and ran[0]["chunks"] > 2  # one task per chunk, not per shard
+    assert ran[1]["shards"] <= 2  # the rerun: the shards the kill left unfinished
+    for r in (0, 1):
+        # merged: the round's own store (a second copy of its points) is gone, its markers stay
+        assert not (round_dir(tmp_path, r, name) / "sweep.zarr").exists()
+        assert len(list((round_dir(tmp_path, r, name) / "shards").glob("*.json"))) == 2
+
+    got = zarr.open_group(str(tmp_path / "results" / name / "sweep.zarr"), mode="r", zarr_format=3)
+    want = shard_job_sweep(parse_spec(dict(BASE, name=name, shards=2)), tmp_path / "reference")
+    assert sorted(got.array_keys()) == sorted(want.array_keys())
+    assert got["c"].shape == (12,) and np.asarray(got["point_done"][...]).all()
+    for key in want.array_keys():
+        a, b = np.asarray(got[key][...]), np.asarray(want[key][...])
+        assert a.dtype == b.dtype and a.shape == b.shape, key
+        assert a.tobytes() == b.tobytes(), f"{key} differs from the shard-job sweep's"
+    assert [(r["first"], r["n"], r["shards"]) for r in got.attrs["rounds"]] == [(0, 6, 2), (6, 6, 2)]
+    assert got.attrs["final"]["reason"] == want.attrs["final"]["reason"]
+    np.testing.assert_allclose(got["reservation_wage"][...],
+                               [reservation_wage(c, b) for c, b in zip(got["c"][...], got["beta"][...])], rtol=1e-3)
+
+    again = run_snakemake(tmp_path, "-n", "--config", f"sweep={spec}")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -12,14 +12,19 @@ scalar output(s) to learn, a stopping rule and the points per round. Round r (fr
 2. ``plan_round``: the round as a sweep of explicit points (one sampled dimension ``point``) named
    ``round-RRRR`` under the results root ``results/NAME/rounds``: plan, store and shard jobs are
    those of any sweep (hpc.sweep.store.plan_sweep, hpc.sweep.runner), so backends, bitwise
-   invariance, chunk-by-chunk resume and fault handling are the same.
+   invariance, chunk-by-chunk resume and fault handling are the same. With ``backend: jax`` the
+   round's shards are shard jobs (``hpc run-shard``); with ``backend: dask`` its chunks are dask
+   tasks of one ``hpc run-dask`` job (hpc.sweep.dask_run: a SLURMCluster or a LocalCluster per
+   ``dask:``), which writes the same shard markers.
 3. ``merge_round``: once every shard of the round is committed, its points are appended to the
    sweep's store ``results/NAME/sweep.zarr`` along ``point`` (one coordinate per box parameter,
    ``round``, the model's outputs, ``finite``, ``failed``, ``point_done`` last). The store's
    ``point`` chunks are ``points_per_round`` long and a round starts on a chunk boundary, so each
    round writes whole chunks of its own; only this one step (in the controller) writes the store.
-   The round is recorded in the store's ``rounds`` attribute last; a merge killed before that is
-   redone over the same chunks.
+   The round is recorded in the store's ``rounds`` attribute; a merge killed before that is
+   redone over the same chunks. Then the round's own store (its scratch copy of the points) is
+   removed, so a point's data is kept once: after the round is recorded nothing reads it again
+   (a merge of a recorded round only writes ``merged.json``).
 
 Points where the model failed or gave a non-finite output are kept in the store but not told to
 the learner.
@@ -61,8 +66,6 @@ def check_settings(model: Model, data: dict, full: dict) -> dict:
     for other in ("sweep", "sample"):
         if other in data:
             raise SpecError(other, f"both {other}: and adaptive: given", f"an adaptive sweep chooses its own points: remove {other}:")
-    if full["backend"] != "jax":
-        raise SpecError("backend", "an adaptive sweep runs its rounds as shard jobs", "remove backend: dask")
     box = {}
     for pname, pair in block["box"].items():
         key = f"adaptive.box.{pname}"
@@ -123,6 +126,11 @@ def round_plan_path(name: str, r: int, root: Path | None = None) -> Path:
 
 def merged_path(name: str, r: int, root: Path | None = None) -> Path:
     return paths.run_dir(round_name(r), rounds_root(name, root)) / "merged.json"
+
+
+def dask_summary_path(name: str, r: int, root: Path | None = None) -> Path:
+    """What round r's ``hpc run-dask`` job printed (backend: dask): written once all its chunks ran."""
+    return paths.run_dir(round_name(r), rounds_root(name, root)) / "dask.json"
 
 
 # --- the learner -----------------------------------------------------------------------------
@@ -332,13 +340,14 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
     plan = read_plan(plan_file)
     r = int(plan.name.split("-")[1])
     rounds = merged_rounds(spec.name, root)
+    round_store = paths.store_path(plan.name, paths.root_of_plan(plan_file))
     if r < len(rounds):
         body = rounds[r]
     else:
         if r != len(rounds):
             raise RuntimeError(f"round {r} merged after only {len(rounds)} rounds")
         settings = spec.adaptive
-        sub = zarr.open_group(str(paths.store_path(plan.name, paths.root_of_plan(plan_file))), mode="r", zarr_format=3)
+        sub = zarr.open_group(str(round_store), mode="r", zarr_format=3)
         done = np.asarray(sub["point_done"][...])
         if not done.all():
             raise RuntimeError(f"{int((~done).sum())} points of round {r} are not committed")
@@ -368,6 +377,8 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
                 "failed": int(np.asarray(sub["failed"][...]).sum()),
                 "non_finite": int((~np.asarray(sub["finite"][...])).sum()), "merged": now_iso()}
         _record(spec.name, root, round=body)
+    # Recorded: the round's points live in the sweep's store now, and nothing reads its own again.
+    shutil.rmtree(round_store, ignore_errors=True)
     write_atomic(out, json.dumps(body, indent=1))
     _log(log, body)
     return body
@@ -381,14 +392,17 @@ def _record(name: str, root: Path | None, round: dict | None = None, final: dict
         group.attrs["final"] = final
 
 
-def round_markers_input(checkpoints, spec):
+def round_done_input(checkpoints, spec):
     """The Snakemake input function of a round's merge: its shards' markers (their number from the
-    round's ask, so after that checkpoint)."""
-    def markers(wildcards) -> list[str]:
-        ask = json.loads(Path(checkpoints.adaptive_ask.get(round=wildcards.round).output.ask).read_text())
+    round's ask, so after that checkpoint), or with ``backend: dask`` the summary of the round's
+    run-dask job (which writes those markers)."""
+    def done(wildcards) -> list[str]:
         r = int(wildcards.round)
+        if spec.backend == "dask":
+            return [str(dask_summary_path(spec.name, r))]
+        ask = json.loads(Path(checkpoints.adaptive_ask.get(round=wildcards.round).output.ask).read_text())
         return [str(paths.marker_path(round_name(r), s, rounds_root(spec.name))) for s in range(round_shards(ask, spec))]
-    return markers
+    return done
 
 
 def rounds_input(checkpoints, spec):
@@ -432,7 +446,8 @@ def describe_first_round(spec, root: Path | None = None, limit: int | None = Non
     box = ", ".join(f"{p} in [{lo:g}, {hi:g}]" for p, (lo, hi) in settings["box"].items())
     stop = settings["stop"]
     head = (f"adaptive sweep {spec.name!r}: model {spec.model}, learning {', '.join(settings['outputs'])} over {box}; "
-            f"{settings['points_per_round']} points per round in {spec.shards} shard(s); stop at loss "
+            f"{settings['points_per_round']} points per round in {spec.shards} shard(s)"
+            f"{' of dask tasks' if spec.backend == 'dask' else ''}; stop at loss "
             f"{stop['loss']}, {stop['max_points']} points or {stop['max_rounds']} rounds")
     if decision["stop"]:
         return head + f"\nround {decision['round']}: stop ({decision['reason']})"
@@ -458,5 +473,5 @@ def describe_progress(name: str, root: Path | None = None) -> str:
     for r in rounds:
         lines.append(f"  round {r['round']}: {r['n']} points from point {r['first']}, {r['shards']} shards, "
                      f"loss before {r['loss_before']:.4g}, {r['failed']} failed, {r['non_finite']} non-finite")
-    lines.append(f"each round's shards: hpc status round-RRRR --results {rounds_root(name, root)}")
+    lines.append(f"the shards of the round that runs: hpc status round-RRRR --results {rounds_root(name, root)}")
     return "\n".join(lines)

@@ -4,8 +4,10 @@
 # store, tells it every committed point and writes the round's points (or the decision to stop);
 # adaptive_plan plans the round as a sweep of its own under results/NAME/rounds/round-RRRR/;
 # adaptive_shard runs its shard jobs exactly as run_shard does for a grid sweep (same command,
-# resources, retries); adaptive_merge appends the round to results/NAME/sweep.zarr. The input
-# function of adaptive_aggregate walks the rounds until a checkpoint says stop.
+# resources, retries), or with backend: dask adaptive_dask runs its chunks as dask tasks exactly
+# as run_dask does (one job, the same shard markers); adaptive_merge appends the round to
+# results/NAME/sweep.zarr and removes the round's own store. The input function of
+# adaptive_aggregate walks the rounds until a checkpoint says stop.
 
 from hpc.sweep import adaptive
 from hpc.sweep import resources as sweep_resources
@@ -79,10 +81,34 @@ rule adaptive_shard:
         "--marker {output.marker:q} {params.launch} 2> {log:q}"
 
 
+if SPEC.backend == "dask":
+
+    rule adaptive_dask:
+        input:
+            plan=f"{ROUND_DIR}/plan.json",
+        output:
+            summary=f"{ROUND_DIR}/dask.json",
+        wildcard_constraints:
+            round=r"\d{4}",
+        params:
+            digest=SPEC.digest(),
+            dask=json.dumps(SPEC.dask),
+            hpc=lambda wildcards, resources: HPC,
+        resources:
+            **sweep_resources.dask_resources(SPEC),
+        log:
+            f"{ROUND_DIR}/logs/dask.log",
+        conda:
+            JAX_ENV
+        shell:
+            "{params.hpc} run-dask {input.plan:q} --settings {params.dask:q} > {output.summary:q}.partial 2> {log:q} "
+            "&& mv {output.summary:q}.partial {output.summary:q}"
+
+
 rule adaptive_merge:
     input:
         plan=f"{ROUND_DIR}/plan.json",
-        markers=adaptive.round_markers_input(checkpoints, SPEC),  # the round's shards, from its ask
+        done=adaptive.round_done_input(checkpoints, SPEC),  # the round's shard markers, or its dask run
     output:
         merged=f"{ROUND_DIR}/merged.json",
     wildcard_constraints:
