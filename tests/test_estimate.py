@@ -103,6 +103,56 @@ def test_the_shards_shapes_are_the_runners_work_every_point_once(tmp_path):
         assert {k[0] for k in s.group_steps} <= {True, False}  # planner is the first static parameter
 
 
+SHAPE_SPECS = {
+    # the static planner on the last axis
+    "bianchi": {"model": "bianchi", "sweep": {"kappa": {"linspace": [0.2, 0.4, 7]}, "planner": [False, True]},
+                "shards": 3, "batch_size": 2},
+    # static parameters on two axes, one of them zipped with a dynamic one, a dynamic axis between
+    # them, chunks cutting the zipped axis
+    "mccall-zip": {"model": "mccall", "params": {"n_wages": 11},
+                   "sweep": {"tol": [1.0e-6, 1.0e-5], "c": {"linspace": [10, 30, 7]},
+                             "run": {"zip": {"beta": [0.9, 0.95, 0.99], "max_iter": [100, 200, 300]}}},
+                   "shards": 5, "batch_size": 3},
+}
+
+
+@pytest.mark.parametrize("tasks", [1, 3])
+@pytest.mark.parametrize("which", sorted(SHAPE_SPECS))
+def test_shapes_counted_from_the_axes_are_the_work_shard_jobs_build(tmp_path, which, tasks):
+    """shard_shapes counts each chunk's points per static key from the grid's axes; the shard jobs
+    build their work point by point (hpc.sweep.work.shard_work): the same shapes, groups in the
+    same order; and the probe's samples of a group are its points as a full listing has them."""
+    import numpy as np
+
+    from hpc.models import get_model
+    from hpc.sweep.plan import make_plan
+    from hpc.sweep.spec import load_spec
+    from hpc.sweep.work import Points, shard_work
+
+    body = dict(SHAPE_SPECS[which], name=f"shapes-{which}")
+    plan = make_plan(load_spec(write_spec(tmp_path, body)))
+    model = get_model(body["model"])
+    batch = body["batch_size"]
+    shapes = estimate.shard_shapes(plan, model, tasks=tasks, process_batch=batch)
+    assert len(shapes) == plan.n_shards
+    for shard, shape in enumerate(shapes):
+        work = shard_work(plan, model, list(plan.shard_chunk_ids(shard)), tasks, batch)
+        assert shape.points == work.points.n and shape.chunks == len(work.chunks)
+        assert shape.process_points == max(p.points.n for p in work.processes)
+        assert shape.process_chunks == max(len(p.chunks) for p in work.processes)
+        assert list(shape.group_steps.items()) == list(work.group_steps.items())
+
+    every = Points.of(model, plan.fixed_parameters, plan.point_values(np.arange(plan.n_points)), plan.n_points)
+    axes = estimate.StaticAxes(plan, model)
+    assert sorted(axes.keys(), key=repr) == sorted(set(every.keys), key=repr)
+    assert len(axes.keys()) == (2 if which == "bianchi" else 6)  # planner; tol x max_iter
+    for key in axes.keys():
+        members = [i for i, k in enumerate(every.keys) if k == key]
+        assert axes.n_members(key) == len(members)
+        for start in (0, 1, len(members) - 2, len(members)):
+            assert axes.members(key, start, start + 3).tolist() == members[start:start + 3]
+
+
 BAD_FLAGS = [
     (["--estimate=cloud"], "--estimate"),
     (["--estimate", "--jobs", "0"], "--jobs"),

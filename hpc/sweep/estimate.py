@@ -14,6 +14,13 @@ The timed steps take at most ``PROBE_FRACTION`` of the longest shard's predicted
 ``PROBE_MAX_S`` (and ``MAX_TIMED_STEPS`` per group); compiling, which the sweep then saves, and
 the fresh process's start-up come on top.
 
+The shards' shapes (``shard_shapes``: each one's steps per static group, points per process and
+chunks) are counted from the grid's axes (``StaticAxes``), not built point by point as a shard
+job builds its work, and so are the probe's samples of a group: neither the probe nor its fresh
+process holds every point of the grid (at 10^6 points that was 2-4 s and 150 MB, which the fresh
+process's peak RSS, and so every shard's predicted memory, carried), and shards alike are one
+shape, computed once.
+
 ``predict(shards, calibration, ...)`` is plain arithmetic on that calibration and the plan (each
 shard's steps per static group, points per process and chunks), so it is unit-tested by hand:
 
@@ -34,6 +41,8 @@ A shard whose runtime or memory × ``MARGIN`` exceeds the spec's ``runtime`` (mi
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import os
@@ -49,7 +58,7 @@ from hpc.core import paths
 from hpc.core.errors import SpecError
 from hpc.core.files import write_atomic
 from hpc.sweep.plan import Plan, make_plan
-from hpc.sweep.work import Points, shard_work, static_names
+from hpc.sweep.work import Points, plain, static_names
 
 PROBE_MAX_S = 60.0  # the probe's time for timed steps never exceeds this (besides compiling)
 PROBE_FRACTION = 0.1  # ... nor this share of one shard's predicted runtime
@@ -105,14 +114,122 @@ class ShardShape:
     process_chunks: int  # the most chunks one process writes
 
 
+class StaticAxes:
+    """The grid's static keys, axis by axis, without building them point by point.
+
+    A point's static key (hpc.sweep.work.Points) is the values of the model's static parameters
+    there: each one fixed, or carried by one axis of the grid. Since the grid is the product of
+    its axes and a chunk a block of it, the points of a block per static key are the products of
+    each axis's counts over the block's slice of that axis; a 10^6-point grid in 20,000 chunks
+    is counted from a few distinct slices per axis instead of 10^6 keys."""
+
+    def __init__(self, plan: Plan, model):
+        self.plan = plan
+        self.names = static_names(model)
+        axes = plan.spec["axes"]
+        source = {}  # static name -> the axis carrying it (the last, as plan.point_values reads)
+        for j, axis in enumerate(axes):
+            for pname in axis["values"]:
+                if pname in self.names:
+                    source[pname] = j
+        self.fixed = {n: plan.fixed_parameters[n] for n in self.names if n not in source}
+        self.static_axes = sorted(set(source.values()))
+        self.axis_names = {j: [n for n in self.names if source.get(n) == j] for j in self.static_axes}
+        # axis j -> its static values at each of its indices, a tuple per index (in axis_names order)
+        self.sub = {j: list(zip(*(map(plain, np.asarray(axes[j]["values"][n])) for n in self.axis_names[j])))
+                    for j in self.static_axes}
+        self._slices: dict = {}
+        self._blocks: dict = {}
+
+    def key(self, subs: tuple) -> tuple:
+        """The static key of the sub-keys ``subs`` (one per static axis)."""
+        values = dict(self.fixed)
+        for j, sub in zip(self.static_axes, subs):
+            values.update(zip(self.axis_names[j], sub))
+        return tuple(values[n] for n in self.names)
+
+    def keys(self) -> list[tuple]:
+        """Every static key of the grid (each combination of the axes' values occurs)."""
+        distinct = [list(dict.fromkeys(self.sub[j])) for j in self.static_axes]
+        return [self.key(subs) for subs in itertools.product(*distinct)]
+
+    def _slice_counts(self, j: int, start: int, stop: int) -> dict:
+        if (j, start, stop) not in self._slices:
+            counts: dict = {}
+            for sub in self.sub[j][start:stop]:
+                counts[sub] = counts.get(sub, 0) + 1
+            self._slices[j, start, stop] = counts
+        return self._slices[j, start, stop]
+
+    def block_counts(self, region: tuple[slice, ...]) -> dict[tuple, int]:
+        """Points of the block ``region`` per static key, keys in the order of their first point
+        (C order within the block, as the runner lists a chunk's points)."""
+        spans = tuple((s.start, s.stop) for s in region)
+        if spans not in self._blocks:
+            others = math.prod(b - a for j, (a, b) in enumerate(spans) if j not in self.sub)
+            counts: dict = {}
+            if others:
+                per_axis = [self._slice_counts(j, *spans[j]).items() for j in self.static_axes]
+                for combo in itertools.product(*per_axis):  # first axis slowest: C order
+                    key = self.key(tuple(sub for sub, _ in combo))
+                    counts[key] = counts.get(key, 0) + math.prod(n for _, n in combo) * others
+            self._blocks[spans] = counts
+        return self._blocks[spans]
+
+    def members(self, key: tuple, start: int, stop: int) -> np.ndarray:
+        """Flat grid indices of the ``start``-th to ``stop``-th point (C order) with static ``key``."""
+        wanted = dict(zip(self.names, key))
+        per_axis = []
+        for j, n in enumerate(self.plan.shape):
+            if j in self.sub:
+                sub = tuple(wanted[name] for name in self.axis_names[j])
+                per_axis.append(np.flatnonzero([s == sub for s in self.sub[j]]))
+            else:
+                per_axis.append(np.arange(n))
+        sizes = tuple(len(a) for a in per_axis)
+        pos = np.arange(start, min(stop, math.prod(sizes)))
+        index = np.unravel_index(pos, sizes)
+        return np.ravel_multi_index([a[i] for a, i in zip(per_axis, index)], self.plan.shape)
+
+    def n_members(self, key: tuple) -> int:
+        wanted = dict(zip(self.names, key))
+        return math.prod(sum(s == tuple(wanted[name] for name in self.axis_names[j]) for s in self.sub[j])
+                         if j in self.sub else n for j, n in enumerate(self.plan.shape))
+
+
 def shard_shapes(plan: Plan, model, tasks: int, process_batch: int) -> list[ShardShape]:
-    """Each shard's work as its job builds it (every chunk still to do), ``tasks`` processes."""
+    """Each shard's work as its job builds it (hpc.sweep.work.shard_work: every chunk still to do,
+    ``tasks`` processes, each a contiguous run of the chunks), counted from the axes
+    (StaticAxes) rather than built point by point; shards whose chunks count alike are one shape,
+    computed once."""
+    axes = StaticAxes(plan, model)
+    chunk_counts = [axes.block_counts(plan.chunk_region(c)) for c in range(plan.n_chunks)]
+    by_counts: dict = {}
     shapes = []
     for shard in range(plan.n_shards):
-        work = shard_work(plan, model, list(plan.shard_chunk_ids(shard)), tasks, process_batch)
-        shapes.append(ShardShape(work.points.n, dict(work.group_steps), max(p.points.n for p in work.processes),
-                                 len(work.chunks), max(len(p.chunks) for p in work.processes)))
+        ids = list(plan.shard_chunk_ids(shard))
+        signature = tuple(tuple(chunk_counts[c].items()) for c in ids)
+        if signature not in by_counts:
+            by_counts[signature] = _shape_of([chunk_counts[c] for c in ids], tasks, process_batch)
+        shapes.append(by_counts[signature])
     return shapes
+
+
+def _shape_of(chunks: list[dict], tasks: int, process_batch: int) -> ShardShape:
+    """A shard's shape from its chunks' points per static key (what shard_work computes)."""
+    steps: dict = {}
+    process_points = process_chunks = 0
+    for run in np.array_split(np.arange(len(chunks)), tasks):
+        counts: dict = {}
+        for c in run:
+            for key, n in chunks[c].items():
+                counts[key] = counts.get(key, 0) + n
+        for key, n in counts.items():
+            steps[key] = max(steps.get(key, 0), math.ceil(n / process_batch))
+        process_points = max(process_points, sum(counts.values()))
+        process_chunks = max(process_chunks, len(run))
+    points = sum(n for c in chunks for n in c.values())
+    return ShardShape(points, steps, process_points, len(chunks), process_chunks)
 
 
 def job_cores(resources: dict) -> int:
@@ -122,10 +239,9 @@ def job_cores(resources: dict) -> int:
 
 def makespan(runtimes: list[float], jobs: int) -> float:
     """Wall time of running ``runtimes`` in order on ``jobs`` slots, each job taking the first free one."""
-    slots = [0.0] * max(1, min(jobs, len(runtimes) or 1))
+    slots = [0.0] * max(1, min(jobs, len(runtimes) or 1))  # a heap: the first free slot on top
     for t in runtimes:
-        i = slots.index(min(slots))
-        slots[i] += t
+        heapq.heapreplace(slots, slots[0] + t)
     return max(slots)
 
 
@@ -136,11 +252,12 @@ def predict(shards: list[ShardShape], cal: Calibration, names: list[str], resour
     ``names``: the static parameters' names (the keys' order); ``resources``: the spec's, per
     shard job; ``jobs``: shards running at once (default: all of them)."""
     out_shards = []
+    costs: dict = {}
     for i, s in enumerate(shards):
         runtime = s.process_chunks * cal.write_s_per_chunk
         out_bytes = batch_mb = 0.0
         for key, steps in s.group_steps.items():
-            g = cal.group(key, names)
+            g = costs[key] if key in costs else costs.setdefault(key, cal.group(key, names))
             runtime += g.compile_s + steps * g.step_s
             out_bytes = max(out_bytes, g.output_bytes_per_point)
             batch_mb = max(batch_mb, g.batch_peak_mb)
@@ -217,25 +334,14 @@ def _log(message: str) -> None:
     print(f"estimate: {message}", file=sys.stderr, flush=True)
 
 
-def _group_sample(plan: Plan, model, key: tuple, batch: int, k: int) -> Points:
+def _group_sample(plan: Plan, axes: StaticAxes, model, key: tuple, batch: int, k: int) -> Points:
     """Up to ``k`` full steps of ``batch`` points of static group ``key``: the middle step of
     each of ``k`` equal stretches of the group (the points' cost may vary along the sweep)."""
-    members = [i for i, kk in enumerate(_keys(plan, model)) if kk == key]
-    n_steps = max(1, len(members) // batch)
+    n_steps = max(1, axes.n_members(key) // batch)
     k = min(k, n_steps)
     starts = np.unique(((np.arange(k) + 0.5) * n_steps / k).astype(int)) * batch
-    idx = np.concatenate([np.asarray(members[s:s + batch]) for s in starts])
+    idx = np.concatenate([axes.members(key, s, s + batch) for s in starts])
     return _points_at(plan, model, idx)
-
-
-_KEYS_CACHE: dict = {}
-
-
-def _keys(plan: Plan, model) -> list[tuple]:
-    """Every grid point's static key (flat C order)."""
-    if plan.digest not in _KEYS_CACHE:
-        _KEYS_CACHE[plan.digest] = _points_at(plan, model, np.arange(plan.n_points)).keys
-    return _KEYS_CACHE[plan.digest]
 
 
 def _points_at(plan: Plan, model, flat: np.ndarray) -> Points:
@@ -274,6 +380,7 @@ def probe(spec, root: Path | None = None, max_s: float = PROBE_MAX_S, fraction: 
     batch = solver.process_batch
     tasks = tasks or spec.resources.get("tasks", 1)
     shapes = shard_shapes(plan, model, tasks, batch)
+    axes = StaticAxes(plan, model)
     keys = sorted({k for s in shapes for k in s.group_steps}, key=repr)
     names = static_names(model)
     _log(f"{len(keys)} static group(s), {batch} points per step, cache {'on' if cache else 'off'}")
@@ -282,7 +389,7 @@ def probe(spec, root: Path | None = None, max_s: float = PROBE_MAX_S, fraction: 
     first: dict[tuple, tuple] = {}
     stored: dict[tuple, bool] = {}
     for key in keys:
-        points = _group_sample(plan, model, key, batch, 1)
+        points = _group_sample(plan, axes, model, key, batch, 1)
         c0, entries = solver.compile_s, _entries(cache)
         seconds, outputs, steps = _timed(solver, plan, points)
         compile_s = solver.compile_s - c0
@@ -304,7 +411,7 @@ def probe(spec, root: Path | None = None, max_s: float = PROBE_MAX_S, fraction: 
         if k >= 1:
             # k steps, one from each of k equal stretches of the group (a point's cost may change
             # along the sweep), each timed alone: their mean is the mean step's cost.
-            sample = _group_sample(plan, model, key, batch, k)
+            sample = _group_sample(plan, axes, model, key, batch, k)
             times = []
             for i in range(0, sample.n, batch):
                 seconds, outputs, _ = _timed(solver, plan, sample.rows(i, i + batch))
@@ -354,11 +461,12 @@ def replay_main(argv: list[str]) -> None:
     runner.configure_precision(plan.precision)
     compile_cache.enable(root)
     solver = runner.MeshSolver(model, plan.precision, runner.device_batch_size(plan))
-    keys = sorted(set(_keys(plan, model)), key=repr)
+    axes = StaticAxes(plan, model)
+    keys = sorted(axes.keys(), key=repr)
     compile_s, outputs = [], None
     for key in keys:
         c0 = solver.compile_s
-        _, out, _ = _timed(solver, plan, _group_sample(plan, model, key, solver.process_batch, 1))
+        _, out, _ = _timed(solver, plan, _group_sample(plan, axes, model, key, solver.process_batch, 1))
         compile_s.append(round(solver.compile_s - c0, 4))
         outputs = outputs or out
     write_s = _time_writes(plan, model, store, runner, outputs)
