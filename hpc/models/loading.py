@@ -24,6 +24,11 @@ name in two folders each get their own in one process. The helpers' sha256, by t
 relative to the model's folder, go into the provenance beside the file's (``helpers``).
 
 Every failure is one SpecError on the key ``model``.
+
+``import_source`` is the importing part alone (a file or a module, no built-in names or entry
+points): a training spec's own network (hpc.train.network) is imported through it, so a network
+file follows the same rules (its helpers beside it, their hashes, errors naming file and line),
+its failures on the key ``network.module``.
 """
 
 from __future__ import annotations
@@ -127,15 +132,28 @@ def resolve(written: str, base: str | Path | None = None) -> tuple[ModelRef, Mod
         module = importlib.import_module(builtins[written])
         return ModelRef("builtin", written, written), module.MODEL
     if ":" in written:
-        left, attr = written.rsplit(":", 1)
-        if not _ATTR_RE.match(attr):
-            raise SpecError(KEY, f"{written!r}: {attr!r} is not an attribute name", "write FILE.py:ATTR or module:ATTR")
-        if left.endswith(".py") or "/" in left or os.sep in left:
-            return _from_file(written, left, attr, base)
-        if not _MODULE_RE.match(left):
-            raise SpecError(KEY, f"{written!r}: {left!r} is neither a .py file nor a module name", FORMS)
-        return _from_module(written, left, attr)
+        module, ref = import_source(written, base)
+        return ref, _attribute(module, ref.attr, ref.path if ref.kind == "file" else ref.module)
     return _from_entry_point(written)
+
+
+def import_source(written: str, base: str | Path | None = None, key: str = KEY) -> tuple[Any, ModelRef]:
+    """The module of ``path/to/file.py:ATTR`` (a relative path taken from ``base``, else the
+    working directory) or ``package.module:ATTR``, and where it comes from (a ``ModelRef`` of kind
+    file or module; ATTR is checked to be a name, not looked up). The one importer of a user's
+    code: models and training networks (hpc.train.network) alike, so both follow the module
+    docstring's rules (helpers beside a file, their hashes, errors naming file and line). Every
+    failure is one SpecError on ``key``."""
+    written = written.strip()
+    left, _, attr = written.rpartition(":")
+    forms = FORMS if key == KEY else "write path/to/file.py:NAME or package.module:NAME"
+    if not left or not _ATTR_RE.match(attr):
+        raise SpecError(key, f"{written!r}: {attr!r} is not an attribute name", "write FILE.py:ATTR or module:ATTR")
+    if left.endswith(".py") or "/" in left or os.sep in left:
+        return _from_file(written, left, attr, base, key)
+    if not _MODULE_RE.match(left):
+        raise SpecError(key, f"{written!r}: {left!r} is neither a .py file nor a module name", forms)
+    return _from_module(written, left, attr, key)
 
 
 def load(ref: str, source: Mapping[str, Any] | None = None) -> Model:
@@ -170,30 +188,29 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _from_file(written: str, file: str, attr: str, base) -> tuple[ModelRef, Model]:
+def _from_file(written: str, file: str, attr: str, base, key: str) -> tuple[Any, ModelRef]:
     path = Path(file).expanduser()
     if not path.is_absolute():
         path = Path(base or os.getcwd()) / path
     path = Path(os.path.abspath(path))
-    host = platform.node()
+    host, noun = platform.node(), key.split(".")[0]  # "model file ...", "network file ..."
     if not path.is_file():
-        raise SpecError(KEY, f"model file {path} not found on {host}", SHARED_FS)
+        raise SpecError(key, f"{noun} file {path} not found on {host}", SHARED_FS)
     try:
         source = path.read_bytes()
     except OSError as exc:
-        raise SpecError(KEY, f"cannot read model file {path} on {host}: {exc.strerror or exc}", SHARED_FS) from None
+        raise SpecError(key, f"cannot read {noun} file {path} on {host}: {exc.strerror or exc}", SHARED_FS) from None
     digest = hashlib.sha256(source).hexdigest()
     with _IMPORTING:
         module, helpers = _FILE_MODULES.get((str(path), digest), (None, ()))
         if module is None or not _same_helpers(path.parent, helpers):  # an edited helper: import again
-            module, helpers = _exec_file(path, digest)
+            module, helpers = _exec_file(path, digest, key)
             _FILE_MODULES[(str(path), digest)] = (module, helpers)
-    model = _attribute(module, attr, str(path))
-    return ModelRef("file", f"{path}:{attr}", written, attr=attr, path=str(path), sha256=digest,
-                    helpers=helpers or None), model
+    return module, ModelRef("file", f"{path}:{attr}", written, attr=attr, path=str(path), sha256=digest,
+                            helpers=helpers or None)
 
 
-def _exec_file(path: Path, digest: str):
+def _exec_file(path: Path, digest: str, key: str = KEY):
     """Import the file as a module of its own (named after the file, its place and its hash, so a
     changed file is a new module), registered in sys.modules while and after it runs, as an import would, with
     its folder first on sys.path while it runs. Modules it imported from its folder (its helpers:
@@ -216,7 +233,7 @@ def _exec_file(path: Path, digest: str):
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise SpecError(KEY, f"importing {path} failed: {_where(exc, {str(path)})}") from None
+        raise SpecError(key, f"importing {path} failed: {error_text(exc, {str(path)})}") from None
     finally:
         sys.path.remove(folder)
         helpers = _forget_helpers(path.parent, before | {name})
@@ -258,18 +275,17 @@ def _same_helpers(folder: Path, helpers: tuple[tuple[str, str], ...]) -> bool:
 # --- modules and entry points -------------------------------------------------------------------
 
 
-def _from_module(written: str, module_name: str, attr: str) -> tuple[ModelRef, Model]:
+def _from_module(written: str, module_name: str, attr: str, key: str) -> tuple[Any, ModelRef]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise SpecError(KEY, f"no module named {exc.name!r} (for {written!r})",
+            raise SpecError(key, f"no module named {exc.name!r} (for {written!r})",
                             "install the package that holds it, or write a path ending in .py") from None
-        raise SpecError(KEY, f"importing {module_name} failed: {_where(exc, set())}") from None
+        raise SpecError(key, f"importing {module_name} failed: {error_text(exc, set())}") from None
     except Exception as exc:
-        raise SpecError(KEY, f"importing {module_name} failed: {_where(exc, set())}") from None
-    model = _attribute(module, attr, module_name)
-    return _package_ref("module", written, written, module, attr), model
+        raise SpecError(key, f"importing {module_name} failed: {error_text(exc, set())}") from None
+    return module, _package_ref("module", written, written, module, attr)
 
 
 def _from_entry_point(written: str) -> tuple[ModelRef, Model]:
@@ -282,7 +298,7 @@ def _from_entry_point(written: str) -> tuple[ModelRef, Model]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise SpecError(KEY, f"importing {module_name} (entry point {written!r}) failed: {_where(exc, set())}") from None
+        raise SpecError(KEY, f"importing {module_name} (entry point {written!r}) failed: {error_text(exc, set())}") from None
     if not attr:
         raise SpecError(KEY, f"entry point {written!r} = {ep.value!r} names a module, not a Model",
                         "register it as package.module:ATTR")
@@ -325,7 +341,7 @@ def _attribute(module, attr: str, where: str) -> Model:
 # --- the probe ----------------------------------------------------------------------------------
 
 
-def _where(exc: BaseException, files: set[str]) -> str:
+def error_text(exc: BaseException, files: set[str]) -> str:
     """``Type: message (FILE, line N)``: the exception and the deepest line of ``files`` it passed
     (the user's), or for a syntax error its own line; else the deepest line outside jax and hpc."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
@@ -361,7 +377,7 @@ def check_solve(model: Model, values: Mapping[str, Any], precision: str, label: 
     try:
         coords = {d: np.asarray(v) for d, v in dict(model.coords(dict(values))).items()}
     except Exception as exc:
-        raise SpecError(KEY, f"{label}: coords failed: {_where(exc, files)}") from None
+        raise SpecError(KEY, f"{label}: coords failed: {error_text(exc, files)}") from None
     static = {p.name: values[p.name] for p in model.parameters if p.role != "dynamic"}
     static["dtype"] = floating
     with jax.enable_x64(precision == "float64"):
@@ -370,7 +386,7 @@ def check_solve(model: Model, values: Mapping[str, Any], precision: str, label: 
         try:
             out = jax.eval_shape(lambda d: model.solve(d, static), dynamic)
         except Exception as exc:
-            raise SpecError(KEY, f"{label}: solve fails to trace at the spec's first point: {_where(exc, files)}",
+            raise SpecError(KEY, f"{label}: solve fails to trace at the spec's first point: {error_text(exc, files)}",
                             "solve must be pure JAX: no Python if/for on traced values (use jnp.where, lax.while_loop)"
                             ) from None
     if not isinstance(out, Mapping):

@@ -13,18 +13,15 @@ outputs); ``args`` are its constructor's keyword arguments, and a constructor fi
 ``outputs`` (or ``out_features``, ``num_outputs``) receives the output count the data implies. A
 flax.nnx Module class works too (through flax's linen bridge; parameters only, no batch
 statistics): its constructor also gets ``in_features``, the data's feature count, and ``rngs``. A
-file path is resolved against the training spec's folder; its sha256 (or the package's version)
-is the network's provenance, part of the spec's digest.
+file path is resolved against the training spec's folder. The network is imported as a model is
+(hpc.models.loading.import_source): a file may import helper modules and packages of its own from
+its folder, and the file's sha256 with its helpers' (or the package's version) is the network's
+provenance, part of the spec's digest.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
-import sys
-import traceback
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpc.core.errors import SpecError
+from hpc.models import loading
 
 ACTIVATIONS = {
     "tanh": nn.tanh,
@@ -79,58 +77,42 @@ class ResidualMLP(nn.Module):
 OUTPUT_FIELDS = ("outputs", "out_features", "num_outputs")  # the output count goes to the first one a module has
 
 
-def _user_frame(exc: BaseException, path: Path | None) -> str:
-    """' (file.py, line N)' of the innermost frame of the user's file in exc's traceback, if any."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f" ({Path(exc.filename or '?').name}, line {exc.lineno})"
-    mine = [f for f in frames if path is not None and Path(f.filename) == path] or frames[-1:]
-    return f" ({Path(mine[-1].filename).name}, line {mine[-1].lineno})" if mine else ""
-
-
 def import_object(ref: str, base: Path | None, key: str):
     """The object ``ref`` names, ``path/to/file.py:ATTR`` (relative to ``base``) or
-    ``package.module:ATTR``, with its provenance {file, sha256} or {package, version}."""
-    if ref.count(":") != 1 or not all(ref.split(":")):
+    ``package.module:ATTR``, imported as a model is (hpc.models.loading.import_source: a file's
+    folder on sys.path while it runs, so it may import helpers beside it), with its provenance:
+    {file, sha256, helpers (path relative to the file's folder: sha256; only where it has some)}
+    for a file, {package, version (of its installed distribution, or None), sha256 (of the
+    module's file)} for a module."""
+    if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
         raise SpecError(key, f"{ref!r} is not FILE.py:NAME or package.module:NAME")
-    where, attr = ref.split(":")
-    if where.endswith(".py") or "/" in where:
-        path = Path(where)
-        if not path.is_absolute():
-            path = (base or Path.cwd()) / path
-        path = path.resolve()
-        if not path.is_file():
-            raise SpecError(key, f"file {str(path)!r} not found", "a relative path is taken from the spec's folder")
-        blob = path.read_bytes()
-        sha = hashlib.sha256(blob).hexdigest()
-        name = f"hpc_user_{path.stem}_{sha[:12]}"
-        if name not in sys.modules:
-            loader_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[name] = module  # flax's dataclasses look their module up
-            try:
-                loader_spec.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[name]
-                raise SpecError(key, f"importing {path.name} failed: {type(exc).__name__}: {exc}"
-                                + _user_frame(exc, path)) from None
-        module, provenance = sys.modules[name], {"file": str(path), "sha256": sha}
+    module, source = loading.import_source(ref, base, key)
+    if source.kind == "file":
+        provenance = {"file": source.path, "sha256": source.sha256}
+        if source.helpers:
+            provenance["helpers"] = dict(source.helpers)
+        where = Path(source.path).name
     else:
-        try:
-            module = importlib.import_module(where)
-        except Exception as exc:
-            raise SpecError(key, f"importing {where} failed: {type(exc).__name__}: {exc}" + _user_frame(exc, None)) from None
-        top = where.split(".")[0]
-        try:
-            version = importlib.metadata.version(top)
-        except importlib.metadata.PackageNotFoundError:
-            version = None
-        provenance = {"package": where, "version": version}
-        if version is None and getattr(module, "__file__", None):  # not installed: hash its source instead
-            provenance["sha256"] = hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
-    if not hasattr(module, attr):
-        raise SpecError(key, f"{where} has no attribute {attr!r}")
-    return getattr(module, attr), provenance
+        # as for a model: the version of the distribution that installed it, and its file's hash
+        # (an editable install keeps its version while its code changes)
+        provenance = {"package": source.module, "version": source.version}
+        if source.sha256:
+            provenance["sha256"] = source.sha256
+        where = source.module
+    obj = module
+    for part in source.attr.split("."):
+        if not hasattr(obj, part):
+            raise SpecError(key, f"{where} has no attribute {source.attr!r}")
+        obj = getattr(obj, part)
+    return obj, provenance
+
+
+def _user_files(provenance: dict) -> set[str]:
+    """The network's own files (its file and helpers), whose lines an error names first."""
+    if "file" not in provenance:
+        return set()
+    folder = Path(provenance["file"]).parent
+    return {provenance["file"], *(os.path.normpath(folder / rel) for rel in provenance.get("helpers") or {})}
 
 
 INPUT_FIELDS = ("in_features",)  # an nnx module's constructor gets the data's feature count here
@@ -209,9 +191,8 @@ def check_user_network(given: dict, base: Path | None, batch: int, features: int
     except SpecError:
         raise
     except Exception as exc:
-        path = Path(provenance["file"]) if "file" in provenance else None
-        raise SpecError("network", f"{cls.__name__} fails on a ({batch}, {features}) batch: {type(exc).__name__}: "
-                        + str(exc).splitlines()[0] + _user_frame(exc, path)) from None
+        raise SpecError("network", f"{cls.__name__} fails on a ({batch}, {features}) batch: "
+                        + loading.error_text(exc, _user_files(provenance))) from None
     if not hasattr(out, "shape") or tuple(out.shape) != (batch, outputs):
         shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
         raise SpecError("network", f"{cls.__name__} maps a ({batch}, {features}) batch to {shape}, "

@@ -138,7 +138,7 @@ def test_a_module_of_an_importable_package(tmp_path):
     ({"module": "missing.py:Tiny"}, "network.module", "not found"),
     ({"module": "net.py:Nope"}, "network.module", "no attribute 'Nope'"),
     ({"module": "net.py:not_a_module"}, "network.module", "not a flax.linen Module"),
-    ({"module": "no_such_package_xyz.mod:Net"}, "network.module", "ModuleNotFoundError"),
+    ({"module": "no_such_package_xyz.mod:Net"}, "network.module", "no module named 'no_such_package_xyz'"),
     ({"module": "bad.py:Net"}, "network.module", "line 2"),
     ({"module": "net.py:Tiny", "args": {"depth": 3}}, "network.args.depth", "takes no argument"),
     ({"module": "net.py:Fixed"}, "network", "not (64, 1)"),
@@ -332,3 +332,59 @@ def test_an_nnx_module_gets_the_feature_and_output_counts_and_trains_through_the
     np.testing.assert_allclose(net.apply({"params": params}, x), expected, rtol=1e-6)
     with pytest.raises(SpecError, match="network.args.depth"):
         spec_in(tmp_path, network={"module": "nnxnet.py:NNet", "args": {"depth": 2}})
+
+
+# A network file that imports a module and a package of its own from its folder, as `python net.py` would.
+NET_WITH_HELPERS = textwrap.dedent("""
+    import flax.linen as nn
+    from net_blocks import SCALE
+    from net_tools import squash
+
+    class Scaled(nn.Module):
+        outputs: int = 1
+
+        @nn.compact
+        def __call__(self, x):
+            return SCALE * squash(nn.Dense(self.outputs)(x))
+""")
+
+
+def write_net_with_helpers(folder, scale: float):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "net.py").write_text(NET_WITH_HELPERS)
+    (folder / "net_blocks.py").write_text(f"SCALE = {scale}\n")
+    (folder / "net_tools").mkdir(exist_ok=True)
+    (folder / "net_tools" / "__init__.py").write_text("import jax.numpy as jnp\n\n\ndef squash(z):\n"
+                                                      "    return jnp.tanh(z)\n")
+    make_store(folder / "data.zarr", rows=400, chunk=50)
+
+
+def test_a_network_file_imports_its_own_helpers_and_they_are_in_its_provenance(tmp_path):
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+
+    from hpc.train.network import build_network
+
+    path_before, specs = list(sys.path), {}
+    for name, scale in (("a", 2.0), ("b", 3.0)):  # the same helper names, other values, two folders
+        write_net_with_helpers(tmp_path / name, scale)
+        specs[name] = spec_in(tmp_path / name, network={"module": "net.py:Scaled"}, cpu_devices=0)
+    assert sys.path == path_before and "net_blocks" not in sys.modules and "net_tools" not in sys.modules
+    x = jnp.linspace(-1, 1, 12).reshape(4, 3)
+    for name, scale in (("a", 2.0), ("b", 3.0)):
+        net = build_network(specs[name].network, 1)  # what the training loop and a surrogate build
+        params = net.init(jax.random.key(0), x)["params"]
+        expected = scale * np.tanh(np.asarray(x) @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+        np.testing.assert_allclose(np.asarray(net.apply({"params": params}, x)), expected, rtol=1e-6)
+        provenance = specs[name].network["provenance"]
+        assert provenance["sha256"] == hashlib.sha256((tmp_path / name / "net.py").read_bytes()).hexdigest()
+        assert provenance["helpers"] == {h: hashlib.sha256((tmp_path / name / h).read_bytes()).hexdigest()
+                                         for h in ("net_blocks.py", os.path.join("net_tools", "__init__.py"))}
+    # the network files are the same bytes; their helpers (and store paths) tell the runs apart ...
+    assert specs["a"].network["provenance"]["sha256"] == specs["b"].network["provenance"]["sha256"]
+    # ... and an edited helper is a new digest (checkpoints of the old one are not resumed)
+    before = specs["a"].digest()
+    (tmp_path / "a" / "net_blocks.py").write_text("SCALE = 2.5\n")
+    assert spec_in(tmp_path / "a", network={"module": "net.py:Scaled"}, cpu_devices=0).digest() != before
