@@ -1,6 +1,7 @@
 """Adaptive sweeps (hpc.sweep.adaptive): bad adaptive: blocks refused at parse time with the key,
 and one small McCall sweep end to end through Snakemake (profiles/local) whose controller is
-killed mid-round, resumed, checked against an independent reservation wage, and rerun (nothing)."""
+killed mid-round, resumed, checked against an independent reservation wage, and rerun (nothing):
+with shard jobs, and with backend: dask (a local dask cluster), bitwise the shard-job sweep."""
 
 from __future__ import annotations
 
@@ -111,9 +112,9 @@ def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path, source)
     plan, _ = adaptive.plan_round(spec, adaptive.ask_path(spec.name, 0, root), plan_file)
     run_and_commit(str(plan_file), 0)
     round_store = plan_file.parent / "sweep.zarr"
-    assert (round_store / "zarr.json").exists()
+    assert (round_store / "reservation_wage" / "zarr.json").exists()
     adaptive.merge_round(spec, plan_file, adaptive.merged_path(spec.name, 0, root), root=root)
-    assert not round_store.exists()  # its points are kept once: in the sweep's store, not also in the round's
+    assert_outputs_kept_once(round_store, box=("c",))
     assert adaptive.merge_round(spec, plan_file, root / "again.json", root=root)["n"] == 3  # merged again: nothing read
     stop = adaptive.ask_round(spec, 1, adaptive.ask_path(spec.name, 1, root), root=root)
     assert stop["stop"] and stop["reason"].startswith("loss") and 0 < stop["loss"] <= 10.0
@@ -122,6 +123,13 @@ def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path, source)
     assert ("model_source" in ds.attrs) == (source == "file")  # a file's sha256 is recorded, as in a grid sweep
     with pytest.raises(RuntimeError, match="round 0 asked with 1 rounds merged"):  # a stale round is never asked again
         adaptive.ask_round(spec, 0, tmp_path / "other-ask.json", root=root)
+
+
+def assert_outputs_kept_once(round_store, box=("c", "beta")):
+    """A merged round's own store keeps its status arrays (for hpc status of the round), not the
+    outputs, which the sweep's store holds."""
+    kept = {*box, "point", "point_done", "finite", "failed", "converged", "shard_index", "wage"}  # no output but converged
+    assert {p.name for p in round_store.iterdir() if p.is_dir()} == kept
 
 
 def reservation_wage(c: float, beta: float, n_wages: int = 21) -> float:
@@ -161,7 +169,7 @@ def test_adaptive_mccall_sweep_killed_mid_round_resumes_and_rerun_does_nothing(t
     round0 = {m.name: m.read_text() for m in (round_dir(tmp_path, 0) / "shards").glob("*.json")}
     asked1 = (round_dir(tmp_path, 1) / "ask.json").read_text()
     assert len(round0) == 1
-    assert not (round_dir(tmp_path, 0) / "sweep.zarr").exists()  # merged: its points are kept once, in the sweep's store
+    assert_outputs_kept_once(round_dir(tmp_path, 0) / "sweep.zarr")
 
     run_snakemake(tmp_path, "--unlock", "--config", f"sweep={spec}")
     run_snakemake(tmp_path, "--config", f"sweep={spec}")
@@ -250,8 +258,7 @@ def test_adaptive_dask_sweep_killed_mid_round_resumes_bitwise_the_shard_job_swee
     assert ran[0]["shards"] == 2 and ran[0]["chunks"] > 2  # one task per chunk, not per shard
     assert ran[1]["shards"] <= 2  # the rerun: the shards the kill left unfinished
     for r in (0, 1):
-        # merged: the round's own store (a second copy of its points) is gone, its markers stay
-        assert not (round_dir(tmp_path, r, name) / "sweep.zarr").exists()
+        assert_outputs_kept_once(round_dir(tmp_path, r, name) / "sweep.zarr")
         assert len(list((round_dir(tmp_path, r, name) / "shards").glob("*.json"))) == 2
 
     got = zarr.open_group(str(tmp_path / "results" / name / "sweep.zarr"), mode="r", zarr_format=3)

@@ -22,9 +22,10 @@ scalar output(s) to learn, a stopping rule and the points per round. Round r (fr
    ``point`` chunks are ``points_per_round`` long and a round starts on a chunk boundary, so each
    round writes whole chunks of its own; only this one step (in the controller) writes the store.
    The round is recorded in the store's ``rounds`` attribute; a merge killed before that is
-   redone over the same chunks. Then the round's own store (its scratch copy of the points) is
-   removed, so a point's data is kept once: after the round is recorded nothing reads it again
-   (a merge of a recorded round only writes ``merged.json``).
+   redone over the same chunks. Then the outputs' arrays of the round's own store are removed
+   (``drop_round_outputs``), so a point's data is kept once; after the round is recorded nothing
+   reads them again (a merge of a recorded round only writes ``merged.json``). Its status arrays
+   and coordinates stay, for ``hpc status round-RRRR``.
 
 Points where the model failed or gave a non-finite output are kept in the store but not told to
 the learner.
@@ -52,6 +53,8 @@ from hpc.models.base import Model
 POINT_DIM = "point"
 ROUND_VAR = "round"
 ROUNDS_DIR = "rounds"
+# What a merged round's own store keeps: the arrays hpc status reads (hpc.sweep.store.committed_points).
+ROUND_STATUS_KEPT = ("point_done", "finite", "failed", "converged", "shard_index")
 
 
 # --- the spec --------------------------------------------------------------------------------
@@ -377,11 +380,21 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
                 "failed": int(np.asarray(sub["failed"][...]).sum()),
                 "non_finite": int((~np.asarray(sub["finite"][...])).sum()), "merged": now_iso()}
         _record(spec.name, root, round=body)
-    # Recorded: the round's points live in the sweep's store now, and nothing reads its own again.
-    shutil.rmtree(round_store, ignore_errors=True)
+    drop_round_outputs(spec, round_store, root)
     write_atomic(out, json.dumps(body, indent=1))
     _log(log, body)
     return body
+
+
+def drop_round_outputs(spec, round_store: Path, root: Path | None = None) -> None:
+    """Once a round is recorded in the sweep's store, remove its own store's copy of the model's
+    outputs (the sweep's store holds them); its status arrays (``ROUND_STATUS_KEPT``) and
+    coordinates stay. Repeatable: a merge killed halfway removes the rest when run again."""
+    group = zarr.open_group(str(paths.store_path(spec.name, root)), mode="r", zarr_format=3)
+    keep = {*spec.adaptive["box"], ROUND_VAR, *ROUND_STATUS_KEPT}
+    for k in group.array_keys():
+        if group[k].metadata.dimension_names[:1] == (POINT_DIM,) and k not in keep:
+            shutil.rmtree(Path(round_store) / k, ignore_errors=True)
 
 
 def _record(name: str, root: Path | None, round: dict | None = None, final: dict | None = None) -> None:

@@ -6,7 +6,7 @@
 # adaptive_shard runs its shard jobs exactly as run_shard does for a grid sweep (same command,
 # resources, retries), or with backend: dask adaptive_dask runs its chunks as dask tasks exactly
 # as run_dask does (one job, the same shard markers); adaptive_merge appends the round to
-# results/NAME/sweep.zarr and removes the round's own store. The input function of
+# results/NAME/sweep.zarr and removes the outputs from the round's own store. The input function of
 # adaptive_aggregate walks the rounds until a checkpoint says stop.
 
 from hpc.sweep import adaptive
