@@ -28,6 +28,7 @@ from hpc.report import build_report, execution
 from hpc.report.figures import MAX_CELLS, Figures, stride
 from hpc.sweep import store
 from hpc.sweep.aggregate import aggregate
+from hpc.sweep.plan import make_plan
 from hpc.sweep.runner import (
     MeshSolver,
     commit_shard,
@@ -182,3 +183,64 @@ def test_status_still_reads_the_store_where_a_marker_counts_bad_points(big):
     ds = xr.open_zarr(paths.store_path("big", root), chunks=None)
     bad = ~(ds["converged"].values & ds["finite"].values) | ds["failed"].values
     assert status["n_flagged"] == int(bad.sum()) > 0 and status["points_done"] == plan.n_points
+
+
+def test_status_of_a_running_sweep_reads_only_the_unfinished_shards_chunks(tmp_path):
+    """A sweep caught running: shard 0 done with every point good, shard 1 not started, shard 2
+    done with unconverged points, shard 3 half committed (no marker yet). Committed points per
+    shard and the flagged points (in grid order) are those the store holds, counted here from
+    the whole arrays; shard 0's chunks are not read (its marker counts every point good), so
+    removing their files changes nothing; `watch`'s cache keeps no answer past a new commit."""
+    root = tmp_path / "results"
+    # β first: shards 0 and 1 solve β = 0.9 (13-32 iterations), 2 and 3 β = 0.995 (50: the cap is 40).
+    data = {"name": "live", "model": "mccall", "params": {"n_wages": 5, "tol": 1.0e-6, "max_iter": 40},
+            "sweep": {"beta": [0.9, 0.995], "c": {"linspace": [10, 30, 8]}}, "shards": 4}
+    spec = parse_spec(data, yaml.safe_dump(data, sort_keys=False))
+    plan, _ = store.plan_sweep(spec, paths.plan_path("live", root))
+    solver = MeshSolver(get_model(plan.model), plan.precision, device_batch_size(plan))
+    for shard in (0, 2):
+        commit_shard(plan, shard, merge_summaries(plan, shard, [run_shard(plan, shard, root, solver=solver)]), root)
+    chunks3 = list(plan.shard_chunk_ids(3))
+    run_shard(plan, 3, root, chunk_ids=chunks3[:2], solver=solver)  # a job still at work on shard 3
+
+    def expected():
+        ds = xr.open_zarr(paths.store_path("live", root), chunks=None)
+        done = ds["point_done"].values
+        bad = done & (ds["failed"].values | ~(ds["finite"].values & ds["converged"].values))
+        owner = ds["shard_index"].values
+        labels = [f"beta={ds['beta'].values[i]}, c={ds['c'].values[j]}" for i, j in zip(*np.nonzero(bad))]
+        return [int((done & (owner == s)).sum()) for s in range(4)], labels
+
+    committed, labels = expected()
+    assert committed[0] == committed[2] == plan.shard_points(0) and committed[1] == 0
+    assert 0 < committed[3] < plan.shard_points(3) and labels  # β = 0.995 did not converge
+    marker0 = json.loads(paths.marker_path("live", 0, root).read_text())
+    assert store.counts_every_point_good(marker0)
+    marker2 = json.loads(paths.marker_path("live", 2, root).read_text())
+    assert marker2["not_converged"] == plan.shard_points(2)
+    for c in plan.shard_chunk_ids(0):  # not read: shard 0's marker answers for them
+        coords = tuple(int(i) for i in np.unravel_index(c, plan.chunk_grid))
+        for name in ("point_done", "finite", "converged", "failed"):
+            (paths.store_path("live", root) / name / "c" / "/".join(map(str, coords))).unlink(missing_ok=True)
+
+    cache: dict = {}
+    for _ in range(2):  # a fresh status, then a poll of `watch` with what the first one kept
+        status = sweep_status("live", root, jobs=False, cache=cache)
+        assert [s["committed"] for s in status["shards"]] == committed
+        assert [s["state"] for s in status["shards"]] == ["done", "pending", "done", "running"]
+        assert status["points_done"] == sum(committed) and status["flagged"] == labels[:50]
+        assert status["n_flagged"] == len(labels)
+    assert sweep_status("live", root, jobs=False)["flagged"] == labels[:50]  # without a cache, the same
+
+    run_shard(plan, 3, root, chunk_ids=chunks3[2:], solver=solver)  # the job goes on: committed since the last poll
+    status = sweep_status("live", root, jobs=False, cache=cache)
+    assert [s["committed"] for s in status["shards"]] == [plan.shard_points(s) if s != 1 else 0 for s in range(4)]
+    assert status["n_flagged"] == 2 * plan.shard_points(2)  # every β = 0.995 point, shard 3's too
+
+
+def test_shard_sizes_count_each_shards_points_on_an_uneven_grid():
+    data = {"name": "uneven", "model": "mccall", "params": {"n_wages": 5},
+            "sweep": {"c": {"linspace": [10, 30, 7]}, "beta": {"linspace": [0.9, 0.99, 13]}}, "shards": 2}
+    plan = make_plan(parse_spec(data, yaml.safe_dump(data, sort_keys=False)))
+    assert plan.chunks == (1, 11) and plan.n_chunks == 14  # 13 betas: chunks of 11 and of 2
+    np.testing.assert_array_equal(store.shard_sizes(plan), np.bincount(plan.shard_of_points().ravel()))

@@ -164,7 +164,7 @@ def test_watch_ends_when_a_shard_has_failed_on_two_polls(half_done, tmp_path):
     real = status.sweep_status
     calls = []
 
-    def fake(name, root, jobs, sources):
+    def fake(name, root, jobs, sources, cache=None):
         calls.append(1)
         return real(name, root, jobs=next(polls))
 

@@ -278,20 +278,40 @@ def log_progress(path: Path) -> float | None:
     The runner commits a shard's chunks once it has solved them, so between commits the log is
     the only sign of progress. (With several processes, the line is one process's own.)
     """
-    found = PROGRESS_LINE.findall(_log_tail(path))
+    return _progress(_log_tail(path))
+
+
+def _progress(tail: str) -> float | None:
+    """``log_progress`` from the tail of the log."""
+    found = PROGRESS_LINE.findall(tail)
     if not found:
         return None
     done, total = map(int, found[-1])
     return done / total if total else None
 
 
+def _file_names(folder: Path) -> set[str]:
+    try:
+        with os.scandir(folder) as listing:
+            return {entry.name for entry in listing}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
 def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None | bool = True,
-                 sources=("sacct", "squeue"), now: float | None = None) -> dict:
+                 sources=("sacct", "squeue"), now: float | None = None, cache: dict | None = None) -> dict:
     """Shards done, running, pending and failed, points done, throughput and time left, and each
     shard's latest Slurm job (state, exit code, attempts, restarts, nodes, logs).
 
     ``jobs``: True asks Slurm (``sources``: its accounting, sacct, and its queue, squeue) where it is
-    there; False does not; a list is taken as Slurm's answer (tests).
+    there; False does not; a list is taken as Slurm's answer (tests). ``cache``: a dict kept
+    between calls (``watch``) for what cannot change under one plan and store: the markers read
+    (by file size and time) and the committed chunks' counts.
+
+    What it reads: the markers (one listing of their folder, then each marker), the chunks of the
+    status arrays of shards without a marker or whose marker counts bad points (only chunks that
+    exist: see ``hpc.sweep.store.committed_points``), the logs' folder once and the tail of the
+    log of a shard that is running, or not done and unknown to Slurm, and Slurm.
     """
     root = Path(root) if root is not None else paths.RESULTS_ROOT
     path = paths.plan_path(name, root)
@@ -301,9 +321,13 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
     now = time.time() if now is None else now
     plan = read_plan(path)
     attrs = zarrio.read_attrs(paths.store_path(name, root))
-    markers = store.valid_markers(plan, root)
-    # From the markers alone where they say every point is good, else from the store's status arrays.
-    points_done, committed, flagged = store.committed_points(plan, root, markers)
+    if cache is not None and cache.get("store") != (plan.digest, attrs.get("created")):
+        cache.clear()  # another plan, or the store made again: nothing kept holds
+        cache["store"] = (plan.digest, attrs.get("created"))
+    markers = store.valid_markers(plan, root, None if cache is None else cache.setdefault("markers", {}))
+    # Shards whose markers say every point is good from the markers, the others from their chunks.
+    points_done, committed, flagged = store.committed_points(plan, root, markers,
+                                                             None if cache is None else cache.setdefault("chunks", {}))
 
     created = timefmt.iso_epoch(attrs.get("created"))
     answered: list[str] = []
@@ -314,24 +338,27 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
     else:
         answered = ["given"]
     by_shard = sweep_jobs(jobs, plan.n_shards, root, created) if jobs is not None else {}
+    logs = _file_names(shard_log_path(name, 0, root).parent)
+    sizes = store.shard_sizes(plan)
 
     shards = []
     for shard in range(plan.n_shards):
-        record = {"shard": shard, "points": plan.shard_points(shard), "committed": int(committed[shard]),
+        record = {"shard": shard, "points": int(sizes[shard]), "committed": int(committed[shard]),
                   "jobs": by_shard.get(shard, [])}
         latest = record["jobs"][-1] if record["jobs"] else None
         log = shard_log_path(name, shard, root)
         record["log"] = str(log)
         slurm_state = normal_state(latest["state"]) if latest is not None else None
+        has_log, tail = log.name in logs, None  # the tail read once, where it is needed
         if shard in markers:
             state = "done"
         elif latest is not None:
             state = ("pending" if slurm_state in PENDING_STATES else "running" if slurm_state in RUNNING_STATES
                      else "failed" if slurm_state in FAILED_STATES else "running")
-        elif log.exists() and (reason := log_failure(_log_tail(log))):
+        elif has_log and (reason := log_failure(tail := _log_tail(log))):
             state = "failed"
             record["failure"] = reason
-        elif log.exists() or record["committed"]:
+        elif has_log or record["committed"]:
             state = "running"
         else:
             state = "pending"
@@ -349,7 +376,7 @@ def sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None
                 record["job_id"] = markers[shard]["job_id"]
         record["solved"] = record["committed"]
         if state == "running":
-            fraction = log_progress(log)
+            fraction = _progress(tail if tail is not None else _log_tail(log) if has_log else "")
             if fraction is not None:
                 record["solved"] = max(record["committed"], int(round(fraction * record["points"])))
         shards.append(record)
@@ -498,8 +525,9 @@ def watch(name: str, root: Path | None = None, interval: float = 10.0, stream: T
     tty = stream.isatty()
     updates = 0
     seen: set = set()
+    cache: dict = {}  # what cannot change between polls: markers read, committed chunks' counts
     while True:
-        status = sweep_status(name, root, jobs=jobs, sources=sources)
+        status = sweep_status(name, root, jobs=jobs, sources=sources, cache=cache)
         failed = failed_shards(status)
         for_good = sorted(failed & seen)
         text = format_status(status, bar=tty)

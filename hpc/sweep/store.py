@@ -213,11 +213,34 @@ def read_marker(name: str, shard: int, root: Path | None = None) -> dict | None:
         return None
 
 
-def valid_markers(plan: Plan, root: Path | None = None) -> dict[int, dict]:
-    """Markers of shards committed under this very plan; stale ones from another digest are ignored."""
+def valid_markers(plan: Plan, root: Path | None = None, cache: dict | None = None) -> dict[int, dict]:
+    """Markers of shards committed under this very plan; stale ones from another digest are ignored.
+
+    The markers' folder is listed once (a shard without a marker costs no open). ``cache``, a dict
+    kept between calls (`hpc status --watch`), keeps what each marker file held by its size and
+    modification time, so that a poll reads only the markers written or changed since the last."""
+    folder = paths.marker_path(plan.name, 0, root).parent
+    try:
+        with os.scandir(folder) as listing:
+            entries = {entry.name: entry for entry in listing}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
     found = {}
     for shard in range(plan.n_shards):
-        marker = read_marker(plan.name, shard, root)
+        entry = entries.get(paths.marker_path(plan.name, shard, root).name)
+        if entry is None:
+            continue
+        if cache is None:
+            marker = read_marker(plan.name, shard, root)
+        else:
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            seen = cache.get(shard)
+            if seen is None or seen[0] != (stat.st_mtime_ns, stat.st_size):
+                seen = cache[shard] = ((stat.st_mtime_ns, stat.st_size), read_marker(plan.name, shard, root))
+            marker = seen[1]
         if marker and marker.get("digest") == plan.digest:
             found[shard] = marker
     return found
@@ -279,34 +302,160 @@ def read_shard_records(path_or_group) -> list[dict]:
     return [json.loads(t) for t in np.asarray(texts).ravel() if t]
 
 
+def counts_every_point_good(record: dict) -> bool:
+    """Whether one shard's marker (or record) says that each of its points is committed, finite,
+    converged and not failed: its last job computed all its points (a resumed shard's counts
+    cover only what it computed) and counted no failed, non-finite or unconverged point."""
+    return (record.get("points") is not None and record.get("computed") == record.get("points")
+            and not (record.get("failed") or record.get("non_finite") or record.get("not_converged")))
+
+
 def every_point_good(records, n_shards: int) -> bool:
     """Whether the shards' ``records`` (this plan's markers, or the store's shard records) say that
     every point is committed, finite, converged and not failed: one record per shard, each of
-    whose last job computed all its points (a resumed shard's counts cover only what it computed)
-    and counted no failed, non-finite or unconverged point. Then `hpc status` need not read the
-    status arrays, one chunk file at a time (20,000 chunks for 10^6 points in 5,000 shards)."""
+    which ``counts_every_point_good``. Then `hpc status` need not read the status arrays, one
+    chunk file at a time (20,000 chunks for 10^6 points in 5,000 shards)."""
     records = list(records)
     if len(records) != n_shards or {r.get("shard") for r in records} != set(range(n_shards)):
         return False
-    return all(r.get("points") is not None and r.get("computed") == r.get("points")
-               and not (r.get("failed") or r.get("non_finite") or r.get("not_converged")) for r in records)
+    return all(counts_every_point_good(r) for r in records)
 
 
-def committed_points(plan: Plan, root: Path | None, markers: dict[int, dict]) -> tuple[int, np.ndarray, np.ndarray]:
-    """Points committed, committed points per shard, and the grid indices of committed points
-    that failed, did not converge or are not finite. Where this plan's ``markers`` say every point
-    is good (``every_point_good``), from the markers alone; else from the store's status arrays."""
+def shard_sizes(plan: Plan) -> np.ndarray:
+    """Each shard's number of points (``plan.shard_points`` of every shard, in one pass over the
+    chunk grid rather than a region per chunk)."""
+    sizes = np.ones(plan.n_chunks, np.int64)
+    for axis, (n, c, k) in enumerate(zip(plan.shape, plan.chunks, plan.chunk_grid)):
+        along = np.minimum(c, n - c * np.arange(k))  # the last chunk along an axis may be short
+        shape = [1] * len(plan.shape)
+        shape[axis] = k
+        sizes *= np.broadcast_to(along.reshape(shape), plan.chunk_grid).ravel()
+    return np.add.reduceat(sizes, [first for first, _ in plan.shard_chunks])
+
+
+def committed_points(plan: Plan, root: Path | None, markers: dict[int, dict],
+                     cache: dict | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+    """Points committed, committed points per shard, and the grid indices (in C order) of
+    committed points that failed, did not converge or are not finite.
+
+    A shard whose marker for this plan ``counts_every_point_good`` has all its points committed
+    and good: its chunks are not read. The others' chunks are read from the store's status
+    arrays (``chunk_status``): a shard without a marker (running, pending or failed) or whose
+    marker counts bad points. ``cache`` (a dict kept between calls, `hpc status --watch`) keeps
+    what a committed chunk held, which cannot change under one plan."""
+    sizes = shard_sizes(plan)
     if every_point_good(markers.values(), plan.n_shards):
-        per_shard = np.array([plan.shard_points(s) for s in range(plan.n_shards)])
-        return int(per_shard.sum()), per_shard, np.zeros((0, len(plan.shape)), int)
+        return int(sizes.sum()), sizes, np.zeros((0, len(plan.shape)), int)
+    per_shard = np.zeros(plan.n_shards, np.int64)
+    to_read = []
+    for shard in range(plan.n_shards):
+        if shard in markers and counts_every_point_good(markers[shard]):
+            per_shard[shard] = sizes[shard]
+        else:
+            to_read.append(shard)
+    chunk_ids = [c for shard in to_read for c in plan.shard_chunk_ids(shard)]
+    owner = np.repeat(np.arange(plan.n_shards), [last - first for first, last in plan.shard_chunks])
+    flagged = [np.zeros((0, len(plan.shape)), int)]
+    for chunk_id, (done, bad) in chunk_status(plan, root, chunk_ids, cache).items():
+        per_shard[owner[chunk_id]] += done
+        flagged.append(bad)
+    flagged = np.concatenate(flagged)
+    flagged = flagged[np.lexsort(flagged.T[::-1])] if len(flagged) > 1 else flagged
+    return int(per_shard.sum()), per_shard, flagged
+
+
+def stored_chunk_keys(array_dir: Path, keys) -> set[str]:
+    """Those of the chunk ``keys`` (relative to the array's folder, ``c/3/1``) that have a file:
+    one listing per folder that holds them, not a file system call per chunk. Zarr writes no
+    chunk that holds only the fill value, so a key without a file reads as the fill value."""
+    folders: dict[str, set[str]] = {}
+    for key in keys:
+        head, _, tail = key.rpartition("/")
+        folders.setdefault(head, set()).add(tail)
+    found = set()
+    for head, wanted in folders.items():
+        try:
+            with os.scandir(array_dir / head) as listing:
+                names = {entry.name for entry in listing}
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found.update(f"{head}/{name}" if head else name for name in wanted & names)
+    return found
+
+
+def read_regions(array: zarr.Array, regions: list[tuple[slice, ...]]) -> list[np.ndarray]:
+    """The blocks ``regions`` of ``array``, read concurrently in one call (zarr's asynchronous
+    array), or, where they are more than half of its chunks, from one read of the whole array."""
+    if not regions:
+        return []
+    if 2 * len(regions) > array.nchunks:
+        whole = np.asarray(array[...])
+        return [whole[region] for region in regions]
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def read_all():
+        limit = asyncio.Semaphore(64)
+
+        async def one(region):
+            async with limit:
+                return await array.async_array.getitem(region)
+
+        return await asyncio.gather(*(one(region) for region in regions))
+
+    return [np.asarray(block) for block in sync(read_all())]
+
+
+def chunk_status(plan: Plan, root: Path | None, chunk_ids, cache: dict | None = None) -> dict[int, tuple[int, np.ndarray]]:
+    """For each of the plan's chunks ``chunk_ids`` that is committed, its committed points and the
+    grid indices of those that failed, did not converge or are not finite (one row each).
+
+    Only chunks whose ``point_done`` file exists are read (a chunk not yet committed has none),
+    and of ``finite``, ``converged`` and ``failed`` only their stored chunks (a missing one holds
+    the array's fill value); the reads go concurrently (``read_regions``). ``cache``: chunk id ->
+    its answer, for chunks found committed before (still committed: their file is still there)."""
+    path = paths.store_path(plan.name, root)
     group = open_arrays(plan.name, root, mode="r")
-    done = np.asarray(group["point_done"][...], bool)
-    finite = np.asarray(group["finite"][...], bool)
-    converged = np.asarray(group["converged"][...], bool) if "converged" in group else np.ones_like(done)
-    raised = np.asarray(group["failed"][...], bool) if "failed" in group else np.zeros_like(done)
-    owner = np.asarray(group["shard_index"][...])
-    return (int(done.sum()), np.bincount(owner[done].ravel(), minlength=plan.n_shards),
-            np.argwhere(done & (raised | ~(finite & converged))))
+    arrays = {name: group[name] for name in ("point_done", "finite", "converged", "failed") if name in group}
+    grid = plan.chunk_grid
+
+    def stored(name, ids):
+        array = arrays[name]
+        ids = list(ids)
+        coords = np.stack(np.unravel_index(np.asarray(ids, np.int64), grid), axis=1).tolist() if ids else []
+        keys = {c: array.metadata.encode_chunk_key(tuple(xy)) for c, xy in zip(ids, coords)}
+        if getattr(array, "shards", None) is not None:  # chunks inside shard files: cannot tell by listing
+            return set(ids)
+        there = stored_chunk_keys(path / name, keys.values())
+        return {c for c, k in keys.items() if k in there}
+
+    committed = stored("point_done", chunk_ids)
+    out = {c: cache[c] for c in committed if cache is not None and c in cache}
+    fresh = sorted(committed - set(out))
+    if not fresh:
+        return out
+    regions = [plan.chunk_region(c) for c in fresh]
+    blocks = {"point_done": read_regions(arrays["point_done"], regions)}
+    for name in ("finite", "converged", "failed"):
+        if name not in arrays:
+            continue
+        have = stored(name, fresh)
+        read = dict(zip([c for c in fresh if c in have],
+                        read_regions(arrays[name], [r for c, r in zip(fresh, regions) if c in have])))
+        fill = np.bool_(arrays[name].fill_value)
+        blocks[name] = [read[c] if c in read else np.full(tuple(s.stop - s.start for s in r), fill)
+                        for c, r in zip(fresh, regions)]
+    for i, (chunk_id, region) in enumerate(zip(fresh, regions)):
+        done = np.asarray(blocks["point_done"][i], bool)
+        finite = np.asarray(blocks["finite"][i], bool)
+        converged = np.asarray(blocks["converged"][i], bool) if "converged" in blocks else np.ones_like(done)
+        raised = np.asarray(blocks["failed"][i], bool) if "failed" in blocks else np.zeros_like(done)
+        bad = np.argwhere(done & (raised | ~(finite & converged))) + [s.start for s in region]
+        out[chunk_id] = (int(done.sum()), bad)
+        if cache is not None and done.all():
+            cache[chunk_id] = out[chunk_id]
+    return out
 
 
 TRACE_KEYS = ("job_id", "array_task", "attempt", "state", "exit_code", "nodes", "submit", "job_start", "job_end",

@@ -17,9 +17,19 @@ With ``--baseline REV`` (a git revision), aggregate, report, status and opening 
 the package as it was at REV (``git archive``, put first on PYTHONPATH) on a copy of the same
 shards' store and markers, side by side: the "before" column.
 
+Before aggregation, a copy of the shards' results is turned into a sweep still running
+(``make_running``): the second half of the shards lose their markers, the first
+``RUNNING_SHARDS`` of those keep half their chunks committed and get a log with a progress line
+(running), the others lose every chunk file (not started). On it: `hpc status --slurm none` (a
+fresh process, before and after), and three polls of ``sweep_status`` in one process as `hpc
+status --watch` makes them (the first, and the fastest later one; after: with the cache `watch`
+keeps between polls). The text `hpc status` prints must be the same before and after (but for
+its throughput line, which depends on the clock); the benchmark stops if it is not.
+
     python tests/benchmarks/bench_scale.py                      # the matrix below, about 15 min
     python tests/benchmarks/bench_scale.py --baseline HEAD~3 --e2e 1000000:50
     python tests/benchmarks/bench_scale.py --quick              # 10^4 points, 100 shards
+    python tests/benchmarks/bench_scale.py --no-dry --status-only --baseline HEAD --run 1e6:5000
 
 The default matrix: validate and plan for every (points, shards) pair; `snakemake -n` at 10^6
 points for each shard count (the DAG depends on the shards alone); the shard runs and every
@@ -134,6 +144,79 @@ def later_stages(work: Path, name: str, pythonpath: Path) -> dict:
     return row
 
 
+RUNNING_SHARDS = 8  # of the running copy's unfinished shards, those half committed and with a log
+
+
+def make_running(run_dir: Path) -> dict:
+    """Turn a copy of a finished run's shards (results/NAME, not aggregated) into a sweep still
+    running: markers of the second half of the shards removed; of those shards, the first
+    ``RUNNING_SHARDS`` keep the first half of their chunks and get a log with the runner's
+    progress line, the others lose every chunk file of every per-point array (as before their
+    job starts). Returns the counts made."""
+    import numpy as np
+    import zarr
+
+    from hpc.core import paths
+    from hpc.sweep.plan import read_plan
+
+    plan = read_plan(run_dir / "plan.json")
+    root = run_dir.parent
+    group = zarr.open_group(str(run_dir / "sweep.zarr"), mode="r")
+    nd = len(plan.shape)
+    per_point = [group[n] for n in group.array_keys() if n != "shard_index" and group[n].shape[:nd] == plan.shape
+                 and tuple(group[n].chunks[:nd]) == plan.chunks]
+    unfinished = range(plan.n_shards // 2, plan.n_shards)
+    removed = 0
+    for i, shard in enumerate(unfinished):
+        paths.marker_path(plan.name, shard, root).unlink()
+        chunks = list(plan.shard_chunk_ids(shard))
+        keep = len(chunks) // 2 if i < RUNNING_SHARDS else 0
+        if i < RUNNING_SHARDS:
+            log = paths.shard_log_path(plan.name, shard, root)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            n = plan.shard_points(shard)
+            log.write_text(f"shard {shard}: n1: {n} points in {len(chunks)} chunks to compute\n"
+                           f"shard {shard}: {n * 3 // 4}/{n} points (75%), 1.0 s\n")
+        for chunk in chunks[keep:]:
+            coords = tuple(int(c) for c in np.unravel_index(chunk, plan.chunk_grid))
+            for array in per_point:
+                key = array.metadata.encode_chunk_key(coords + (0,) * (array.ndim - nd))
+                path = run_dir / "sweep.zarr" / array.path / key
+                if path.exists():
+                    path.unlink()
+                    removed += 1
+    return {"unfinished": len(unfinished), "running": min(RUNNING_SHARDS, len(unfinished)), "chunk_files_removed": removed}
+
+
+POLL_PROBE = """
+import inspect, json, sys, time
+from pathlib import Path
+from hpc.sweep.status import format_status, sweep_status
+cache = {} if "cache" in inspect.signature(sweep_status).parameters else None
+times = []
+for _ in range(3):
+    t0 = time.perf_counter()
+    kw = {} if cache is None else {"cache": cache}
+    format_status(sweep_status(sys.argv[1], Path(sys.argv[2]), jobs=False, **kw))
+    times.append(time.perf_counter() - t0)
+print(json.dumps({"poll_first_s": times[0], "poll_later_s": min(times[1:])}))
+"""
+
+
+def running_status(work: Path, name: str, pythonpath: Path) -> tuple[dict, str]:
+    """`hpc status` of the running copy (a fresh process) and the watch polls; and what it printed."""
+    results = work / "results"
+    cmd = hpc("status", name, "--results", results, "--slurm", "none")
+    row = {}
+    row["running_status_s"], row["running_status_mb"], _ = timed(cmd, work, pythonpath)
+    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    text = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", POLL_PROBE, name, str(results)], cwd=work, env=env,
+                         capture_output=True, text=True, check=True)
+    row.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return row, "\n".join(line for line in text.splitlines() if not line.startswith("throughput:"))
+
+
 def baseline_tree(rev: str) -> Path:
     where = Path(tempfile.mkdtemp(prefix="hpc-baseline-"))
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "hpc"], capture_output=True, check=True).stdout
@@ -150,6 +233,8 @@ def main() -> None:
     ap.add_argument("--e2e", help="POINTS:SHARDS: one sweep through Snakemake with the local profile")
     ap.add_argument("--no-dry", action="store_true", help="skip validate, plan and snakemake -n")
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
+    ap.add_argument("--status-only", action="store_true",
+                    help="after the shard runs, only the status of the running copy (no aggregate, report, ...)")
     ap.add_argument("--run-shards", help=argparse.SUPPRESS)  # a plan file: run its shards here (a child process)
     args = ap.parse_args()
     if args.run_shards:
@@ -189,14 +274,32 @@ def main() -> None:
             here.mkdir(exist_ok=True)
             plan_s, _, _ = timed(hpc("plan", spec, "--output", here / "results" / name / "plan.json"), here)
             run_s, _, _ = timed([sys.executable, __file__, "--run-shards", here / "results" / name / "plan.json"], here)
-            row = {"points": points, "shards": shards, "plan_output_s": plan_s, "run_s": run_s}
-            if base is not None:  # the same shards' results, finalized by the old package
+            row = {"points": points, "shards": shards, "plan_output_s": plan_s, "run_s": run_s,
+                   "before": {}, "after": {}}
+            live = work / "live"  # a copy of the shards' results made to look like a running sweep
+            shutil.copytree(here / "results" / name, live / "results" / name)
+            row["running"] = make_running(live / "results" / name)
+            for col, tree in (("before", base), ("after", REPO)) if base is not None else (("after", REPO),):
+                got, text = running_status(live, name, tree)
+                row[col].update(got)
+                row[col + "_text"] = text
+            if base is not None and row["before_text"] != row["after_text"]:
+                sys.exit("hpc status of the running sweep printed otherwise before and after:\n"
+                         f"{row['before_text']}\n----\n{row['after_text']}")
+            print(f"status of the running copy ({row['running']}), first lines:\n"
+                  + "\n".join(row.pop("after_text").splitlines()[:4])
+                  + ("\n(the same before and after)" if row.pop("before_text", None) is not None else ""), flush=True)
+            shutil.rmtree(live / "results" / name)
+            if base is not None and not args.status_only:  # the same shards' results, finalized by the old package
                 old = work / "old"
                 shutil.rmtree(old / "results" / name, ignore_errors=True)
                 shutil.copytree(here / "results" / name, old / "results" / name)
-                row["before"] = later_stages(old, name, base)
+                row["before"].update(later_stages(old, name, base))
                 shutil.rmtree(old / "results" / name)
-            row["after"] = later_stages(here, name, REPO)
+            if not args.status_only:
+                row["after"].update(later_stages(here, name, REPO))
+            if base is None:
+                del row["before"]
             shutil.rmtree(here / "results" / name)
             rows.append(row)
             print(json.dumps(row, default=lambda x: round(x, 3)), flush=True)
@@ -212,7 +315,8 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
-STAGES = [("aggregate_s", "aggregate [s]"), ("aggregate_mb", "aggregate peak [MB]"), ("report_s", "report [s]"),
+STAGES = [("running_status_s", "hpc status, running sweep [s]"), ("poll_first_s", "status poll, first [s]"),
+          ("poll_later_s", "status poll, later [s]"), ("aggregate_s", "aggregate [s]"), ("aggregate_mb", "aggregate peak [MB]"), ("report_s", "report [s]"),
           ("report_mb", "report peak [MB]"), ("report_html_mb", "report.html [MB]"), ("status_s", "hpc status [s]"),
           ("open_s", "xr.open_zarr [s]"), ("attrs_kb", "attrs [KB]"), ("read_var_s", "read one variable [s]")]
 
@@ -220,12 +324,13 @@ STAGES = [("aggregate_s", "aggregate [s]"), ("aggregate_mb", "aggregate peak [MB
 def print_table(rows: list[dict]) -> None:
     both = any("before" in r for r in rows)
     head = ["points", "shards", "plan --output [s]", "shard runs [s]"]
-    for _, text in STAGES:
+    stages = [(k, t) for k, t in STAGES if any(k in r.get(c, {}) for r in rows for c in ("before", "after"))]
+    for _, text in stages:
         head += [f"{text} before", f"{text} after"] if both else [text]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         cells = [f"{r['points']:,}", f"{r['shards']:,}", f"{r['plan_output_s']:.1f}", f"{r['run_s']:.1f}"]
-        for key, _ in STAGES:
+        for key, _ in stages:
             for col in (("before", "after") if both else ("after",)):
                 value = r.get(col, {}).get(key)
                 cells.append("" if value is None else f"{value:.2f}" if value < 10 else f"{value:.0f}")
