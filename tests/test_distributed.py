@@ -133,9 +133,11 @@ def test_a_killed_rank_fails_the_job_quickly_and_names_it(tmp_path):
     assert not subprocess.run(["pgrep", "-f", f"hpc run-shard {plan} 0$"], capture_output=True).stdout
 
 
-BIANCHI = {"name": "bianchi-inv", "model": "bianchi", "params": {"n_b": 60, "sim_periods": 3000},
+BIANCHI = {"name": "bianchi-inv", "model": "bianchi", "params": {"n_b": 60, "sim_periods": 3000, "statistics": "exact"},
            "sweep": {"kappa": [0.3, 0.32, 0.34], "planner": [False, True]}, "shards": 2, "batch_size": 2}
-BIANCHI_VARS = ("bond_policy", "value", "crisis_probability", "mean_debt_to_gdp", "iterations", "converged", "point_done")
+BIANCHI_VARS = ("bond_policy", "value", "crisis_probability", "crisis_probability_own_sd", "constraint_binding_frequency",
+                "grid_bound_frequency", "mean_debt_to_gdp", "crisis_consumption_drop", "crisis_rer_depreciation",
+                "iterations", "error", "converged", "point_done")
 
 
 def test_bianchi_sweep_is_bitwise_the_same_on_2_processes_x_2_devices(tmp_path):

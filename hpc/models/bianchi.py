@@ -491,7 +491,11 @@ def stationary_bond_distribution(b_next, econ: Economy, shock_distribution, tol:
         new = step(pi)
         return new, jnp.sum(jnp.abs(new - pi)), it + 1
 
-    pi0 = jnp.broadcast_to(jnp.asarray(shock_distribution, b_next.dtype)[None, :] / n_b, (n_b, n_s))
+    # The start is divided here in NumPy, not in the program: XLA folds `constant / n_b` at compile
+    # time in some programs and turns it into `constant * (1 / n_b)` (rounded twice) in others (a
+    # shard_map over several devices did), which moved the last bit of every statistic.
+    pi0 = jnp.asarray(np.broadcast_to(np.asarray(shock_distribution, np.float64)[None, :] / n_b, (n_b, n_s)),
+                      b_next.dtype)
     pi, err, _ = jax.lax.while_loop(cond, body, (pi0, jnp.asarray(jnp.inf, b_next.dtype), jnp.int32(0)))
     return pi / jnp.sum(pi), err
 
