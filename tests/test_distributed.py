@@ -133,7 +133,7 @@ def test_a_killed_rank_fails_the_job_quickly_and_names_it(tmp_path):
     assert not subprocess.run(["pgrep", "-f", f"hpc run-shard {plan} 0$"], capture_output=True).stdout
 
 
-BIANCHI = {"name": "bianchi-inv", "model": "bianchi", "params": {"n_b": 60, "sim_periods": 3000, "statistics": "exact"},
+BIANCHI = {"name": "bianchi-inv", "model": "bianchi", "params": {"n_b": 60, "sim_periods": 3000},
            "sweep": {"kappa": [0.3, 0.32, 0.34], "planner": [False, True]}, "shards": 2, "batch_size": 2}
 BIANCHI_VARS = ("bond_policy", "value", "crisis_probability", "crisis_probability_own_sd", "constraint_binding_frequency",
                 "grid_bound_frequency", "mean_debt_to_gdp", "crisis_consumption_drop", "crisis_rer_depreciation",
@@ -141,6 +141,8 @@ BIANCHI_VARS = ("bond_policy", "value", "crisis_probability", "crisis_probabilit
 
 
 def test_bianchi_sweep_is_bitwise_the_same_on_2_processes_x_2_devices(tmp_path):
+    # the default statistics (exact: the stationary distribution); the planner simulates its two
+    # crisis severities, so the simulation is covered too
     stores = {}
     for label, flags in (("one", []), ("mesh", ["--tasks", "2", "--cpu-devices", "2"])):
         workdir = tmp_path / label

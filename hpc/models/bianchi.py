@@ -37,19 +37,18 @@ Shocks: log(y_T, y_N) follows a VAR(1) discretized by Tauchen–Hussey with 4 no
 
 Where the statistics come from (the static parameter ``statistics``):
 
-- ``exact``: expectations under the stationary distribution of the solved policy on
-  the grid, an off-grid b' split between its two neighbouring grid points by linear weights
+- ``exact`` (the default): expectations under the stationary distribution of the solved policy
+  on the grid, an off-grid b' split between its two neighbouring grid points by linear weights
   (``stationary_bond_distribution``, a power iteration), events read at the next period's exact
   b' as the simulation reads them (``distribution_statistics``). No sampling noise; at the paper's
   calibration every statistic lies within two sampling standard deviations of an
   80,000-period simulation's (tests/models/test_bianchi.py). The planner's crisis severities
   are read at the DE's crisis dates, which needs the joint law of both economies' debt: those
-  two still come from the simulation.
-- ``simulated`` (the default): one simulation of ``sim_periods`` periods after ``sim_burn_in``
-  periods, on the Markov chain itself, from a fixed jax.random key (``seed``). It stays the
-  default because ``exact`` is not yet bitwise the same across process and device layouts (its
-  crisis probability differs in the last bit between one process and 2 × 2 devices,
-  tests/test_distributed.py), which the simulated statistics are.
+  two still come from the simulation. Bitwise the same in every layout of a sweep (processes ×
+  devices, tests/test_distributed.py), as the simulated statistics are.
+- ``simulated``: one simulation of ``sim_periods`` periods after ``sim_burn_in`` periods, on the
+  Markov chain itself, from a fixed jax.random key (``seed``); the default before the exact
+  statistics existed (a store without the parameter was simulated).
 
 Statistics (percent). A crisis (paper): the constraint binds in period t and the current account
 CA_t = b_{t+1} - b_t exceeds the mean plus one standard deviation of the decentralized
@@ -723,7 +722,7 @@ def solve(dynamic, static):
         it, err = jnp.maximum(it, it_de), jnp.maximum(err, err_de)
 
     converged = (err <= tol) & (value_err <= static["value_tol"])
-    mode = static.get("statistics", "simulated")
+    mode = static.get("statistics", "exact")
     if mode not in STATISTICS:
         raise ValueError(f"statistics must be one of {STATISTICS}, not {mode!r}")
     if mode == "exact":
@@ -844,7 +843,7 @@ MODEL = Model(
         Parameter("b_min", "float", -1.02, role="shape", bounds=(None, 0.0),
                   doc="lowest bond position; must lie below the collateral limit (see grid_bound_frequency)"),
         Parameter("b_max", "float", -0.2, role="shape", bounds=(None, None), doc="highest bond position"),
-        Parameter("statistics", "choice", "simulated", role="static", choices=STATISTICS,
+        Parameter("statistics", "choice", "exact", role="static", choices=STATISTICS,
                   doc="exact: long-run statistics under the stationary distribution of the policy on the "
                       "grid (off-grid b' split between the neighbouring points); simulated: from one "
                       "simulation of sim_periods periods (the planner's crisis severities are simulated "
@@ -853,7 +852,8 @@ MODEL = Model(
                   doc="total-variation change at which the stationary distribution's power iteration "
                       "stops (no less than 100 machine epsilons)"),
         Parameter("sim_periods", "int", 80_000, role="static", bounds=(100, 100_000_000),
-                  doc="periods of the simulation the statistics are taken from"),
+                  doc="periods of the simulation the statistics are taken from (statistics: simulated; "
+                      "the planner's crisis severities in both modes)"),
         Parameter("sim_burn_in", "int", 1_000, role="static", bounds=(0, 100_000_000),
                   doc="periods simulated and discarded before them"),
         Parameter("seed", "int", 0, role="static", bounds=(0, 2**31 - 1), doc="jax.random seed of the shock path"),
