@@ -20,10 +20,15 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)  # the hpc package next to this file, installed or not
 
+from hpc.execution import slurm_plugin
+
+# In a Slurm array task's batch process, before anything else: run that task's own job only
+# (a task but the first becomes its own command here; hpc.execution.slurm_plugin).
+slurm_plugin.run_own_array_task()
+
 from hpc.core import checkout, paths
 from hpc.core.errors import SpecError
 from hpc.core.specfile import check_spec_path
-from hpc.execution import slurm_plugin
 from hpc.sweep import store
 from hpc.sweep.spec import load_spec
 

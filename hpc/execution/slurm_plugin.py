@@ -47,11 +47,32 @@ Job arrays (``--slurm-array-jobs``, profiles/slurm). Four defects of plugin 2.8.
   writes (``rule_X/%A_%a.log``). Here the task's log is named right, and each task's own comment is
   written to ``rule_X/<array id>.tasks`` beside the logs (``read_array_tasks``), which is how
   ``hpc status`` tells an array task's shard.
+- Every task of an array runs the array's one batch script: Snakemake's job step for the array's
+  first job, handed the other tasks' commands (``--slurm-jobstep-array-execs``). In any other task
+  that Snakemake, its job the first job, runs the task's own command as a child and then handles
+  the outcome as the first job's: on success it waits ``latency-wait`` seconds for the first job's
+  outputs and fails the task when they are not there (the first task still running, requeued or
+  failed); on failure it deletes the first job's outputs, a finished shard's marker among them. So
+  when a node died under an array's first task, which Slurm requeued, the array's other tasks
+  failed after their shards had completed, and were run again. Here (``run_own_array_task``, the
+  Snakefile's first step) the batch process of any task but the first replaces itself with the
+  task's own command before the workflow is built, as the batch process of a plain job is; and
+  the first task is told by its index (the one the commands leave out), not by
+  ``SLURM_ARRAY_TASK_MIN``.
+- The plugin puts every task's command (about 2 KB each, base64) on the one sbatch command line,
+  run through ``sh -c``: Linux refuses one argument over 128 KiB (MAX_ARG_STRLEN, E2BIG), so an
+  array of more than about 60 shard jobs could not be submitted, and the plugin's fallback then
+  wrote a job script with the option and the commands on lines of their own (every task exited
+  127: ``--slurm-jobstep-array-execs: not found``). Here a rule's jobs are cut into arrays whose
+  task commands fit 96 KiB (``array_parts``): 500 shards are about 10 sbatch calls.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import zlib
 from pathlib import Path
 
 MARK = "_hpc_first_word_states"
@@ -129,6 +150,53 @@ def read_array_tasks(path: Path | str) -> dict[int, str]:
     return tasks
 
 
+ARRAY_EXECS_OPTION = "--slurm-jobstep-array-execs"
+
+
+def _array_execs_argument(argv) -> str | None:
+    """The value of the job step's ``--slurm-jobstep-array-execs`` in a command line, or None."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith(ARRAY_EXECS_OPTION + "="):
+            return arg.split("=", 1)[1]
+        if arg == ARRAY_EXECS_OPTION and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def own_array_task_command(argv, environ) -> str | None:
+    """The command of this array task's own job, where this process is the batch script of an
+    array task that is not the array's first (its index among the commands the batch script was
+    handed: ``--slurm-jobstep-array-execs``, base64 of JSON, task index -> zlib-compressed command
+    in hex); None anywhere else: a plain job, the first task (whose own job is this process's), a
+    process outside Slurm."""
+    task = str(environ.get("SLURM_ARRAY_TASK_ID", "")).strip()
+    payload = _array_execs_argument(argv)
+    if payload is None or not task.isdigit():
+        return None
+    from snakemake_executor_plugin_slurm_jobstep import parse_array_execs
+
+    hexed = parse_array_execs(payload).get(str(int(task)))
+    return zlib.decompress(bytes.fromhex(hexed)).decode() if hexed else None
+
+
+def run_own_array_task(argv=None, environ=None, execv=os.execv) -> None:
+    """In an array task's batch process (see the module docstring): run the task's own job and
+    nothing else. A task but the first becomes its own command (``/bin/sh -c``, as the job step
+    runs it); in the first, ``SLURM_ARRAY_TASK_MIN`` is set to its index so that the job step takes
+    it for the first whatever Slurm set after a requeue. Elsewhere it does nothing."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    command = own_array_task_command(argv, environ)
+    if command is None:
+        if _array_execs_argument(argv) is not None and str(environ.get("SLURM_ARRAY_TASK_ID", "")).isdigit():
+            environ["SLURM_ARRAY_TASK_MIN"] = str(int(environ["SLURM_ARRAY_TASK_ID"]))
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    execv("/bin/sh", ["/bin/sh", "-c", command])
+
+
 NO_RETRY_SUFFIX = ".noretry"
 # Errors of the machine or of the job's peers, not of the model or code: another attempt may pass.
 NOT_FINAL = ("RESOURCE_EXHAUSTED", "out of memory", "DEADLINE_EXCEEDED", "UNAVAILABLE", "Connection", "connection",
@@ -185,6 +253,35 @@ def _resources_key(job) -> tuple:
         return (id(job),)
 
 
+# Linux's MAX_ARG_STRLEN: one argument of a program, here the sbatch command line that the plugin
+# hands to `sh -c` (and, in the job, the task commands handed to Snakemake as one argument).
+ARG_STRLEN = 131072
+# The task commands of one array at most (base64 characters), leaving room for the rest of the
+# sbatch command line (options, the first task's command: a few KB).
+ARRAY_EXECS_BUDGET = 96 * 1024
+
+
+def array_exec_size(command: str) -> int:
+    """The characters a task's command takes among an array's task commands (its JSON entry,
+    ``"123": "<zlib hex>", ``, as plugin 2.8.0 writes them, before base64)."""
+    return len(zlib.compress(command.encode("utf-8"), 9).hex()) + 16
+
+
+def array_parts(sizes: list[int], budget: int = ARRAY_EXECS_BUDGET) -> list[list[int]]:
+    """A rule's jobs (by index, their ``array_exec_size``) cut into arrays whose task commands,
+    base64-encoded, fit ``budget``: the first job of each is its batch script's own command."""
+    parts: list[list[int]] = []
+    used = 0
+    for i, size in enumerate(sizes):
+        if parts and used + size <= budget * 3 // 4:  # base64: 4 characters per 3 bytes
+            parts[-1].append(i)
+            used += size
+        else:
+            parts.append([i])
+            used = 0  # the first task's command is not among the task commands
+    return parts
+
+
 def _install_arrays(plugin) -> None:
     executor = plugin.Executor
     # Submit what Snakemake hands over (see the module docstring): no job counts as still to come.
@@ -197,10 +294,11 @@ def _install_arrays(plugin) -> None:
         for job in jobs:
             groups.setdefault(_resources_key(job), []).append(job)
         for group in groups.values():
-            if len(group) == 1:
-                self._submit_job(group[0])
-            else:
-                submit_array(self, group)
+            for part in array_parts([array_exec_size(self.format_job_exec(job)) for job in group]):
+                if len(part) == 1:
+                    self._submit_job(group[part[0]])
+                else:
+                    submit_array(self, [group[i] for i in part])
 
     report_submission = executor.report_job_submission
 
