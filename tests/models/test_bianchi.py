@@ -429,9 +429,10 @@ def test_stationary_distribution_and_exact_statistics_by_hand():
     assert pi.min() > -1e-12 and abs(pi.sum() - 1) < 1e-12
     with jax.enable_x64(True):
         from hpc.models.shocks import stationary_distribution
-        model_pi, err = bianchi.stationary_bond_distribution(
-            jnp.asarray(b_next), econ, stationary_distribution(P), 1e-13, 10_000)
-    np.testing.assert_allclose(np.asarray(model_pi), pi, atol=1e-11)
+        for scatter in (True, False):  # ScatterLottery (the CPU's) and the sorted Lottery
+            model_pi, err = bianchi.stationary_bond_distribution(
+                jnp.asarray(b_next), econ, stationary_distribution(P), 1e-13, 10_000, scatter=scatter)
+            np.testing.assert_allclose(np.asarray(model_pi), pi, atol=1e-11, err_msg=f"scatter={scatter}")
 
     r = MODEL.parameter("r").default
     ca = b_next - grid[:, None]
