@@ -21,7 +21,8 @@ Prints, from one run:
 
 4. Statistics: exact (the stationary distribution of the policy, the default) against simulated
    (80,000 periods): a whole point (policy, value, statistics) in each mode beside the policy
-   solve alone, at n_b = 800, fastest of interleaved repeats in one process; and a 21-point κ
+   solve alone, at n_b = 800, fastest of interleaved repeats in one process; an exact DE point by
+   stage (policy, with the value, with the stationary distribution, whole); and a 21-point κ
    sweep's crisis probability in both modes, with its largest second difference.
 
 Sections 1-3 time the simulated statistics (``statistics: simulated``), as before.
@@ -403,6 +404,42 @@ def section_sweep(n_points: int, n_b: int, sim_periods: int, repeats: int = 5) -
 # --- 4. exact vs simulated statistics -------------------------------------------------------------
 
 
+def stage_times(n_b: int, repeats: int) -> dict:
+    """Where an exact DE point's time goes: the policy, then with the value, then with the stationary
+    distribution, then the whole point (each stage its own jitted program, fastest of interleaved
+    repeats)."""
+    from hpc.models.shocks import stationary_distribution
+
+    static = static_values(n_b=n_b, statistics="exact")
+    shock_pi = stationary_distribution(bianchi.shock_process(static["shocks"])[2])
+    tol = max(float(static["dist_tol"]), 100 * float(jnp.finfo(jnp.float32).eps))
+
+    def upto(stage):
+        def point(d):
+            p = bianchi._params(d, static["dtype"])
+            econ = bianchi.make_economy(static, p)
+            c_T, c_unc, _, _ = bianchi.solve_policy(econ, p, False, static["tol"], static["max_iter"])
+            out = [c_T]
+            if stage in ("value", "distribution"):
+                out.append(bianchi.evaluate_policy(c_T, econ, p, static["value_tol"], static["max_iter"])[0])
+            if stage == "distribution":
+                b_next = jnp.maximum(econ.cash - c_unc, econ.cash - econ.c_bind)
+                out.append(bianchi.stationary_bond_distribution(b_next, econ, shock_pi, tol, static["max_iter"])[0])
+            return out
+        return jax.jit(point)
+
+    calls = {name: upto(name) for name in ("policy", "value", "distribution")}
+    calls["whole point"] = jax.jit(lambda d: MODEL.solve(d, static))
+    dynamic = dynamic_values()
+    for fn in calls.values():
+        jax.block_until_ready(fn(dynamic))
+    best = {name: float("inf") for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            best[name] = min(best[name], timed(fn, dynamic, repeats=1)[0])
+    return best
+
+
 def section_statistics(n_b: int, sweep_n_b: int, repeats: int = 7) -> dict:
     print(f"\n== 4. Statistics exact vs simulated (float32, paper calibration, n_b = {n_b}) ==")
     print("(a whole point: policy, value, statistics; fastest of interleaved repeats; policy = the time "
@@ -429,6 +466,11 @@ def section_statistics(n_b: int, sweep_n_b: int, repeats: int = 7) -> dict:
         print(f"   {'statistic':<30} {'exact':>8} {'simulated':>9}")
         for k in STAT_NAMES:
             print(f"   {k:<30} {float(outs['exact'][k]):>8.3f} {float(outs['simulated'][k]):>9.3f}")
+
+    stages = stage_times(n_b, repeats=repeats + 2)
+    print("DE exact point by stage (each a program of its own, cumulative): "
+          + " | ".join(f"{name} {1e3 * t:.1f} ms" for name, t in stages.items()))
+    rows["DE stages"] = stages
 
     kappa = jnp.linspace(0.28, 0.36, 21, dtype=jnp.float32)
     print(f"\n21-point κ sweep 0.28-0.36, DE, n_b = {sweep_n_b}: crisis probability (%)")
