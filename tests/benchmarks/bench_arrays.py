@@ -3,7 +3,7 @@
 A sweep of tiny points (the synthetic model, 1,000 logistic steps a point: milliseconds of
 compute) cut into S shards runs twice through Snakemake with the Slurm profile on the emulated
 cluster, in the same process one after the other: with ``--slurm-array-jobs run_shard`` (shard
-jobs as array jobs) and as the profile submits it (one sbatch per shard). Every sbatch call the
+jobs as array jobs, the profile's default) and with ``--slurm-array-jobs none`` (one sbatch per shard). Every sbatch call the
 plugin makes is counted and timed by a shim ahead of the real sbatch on PATH. Compute is what the
 shards measured themselves (their markers' ``duration_s``); what is beyond it is Snakemake's
 scheduling, sbatch, Slurm's queue and job start, Snakemake's job step and Python/JAX start-up in
@@ -88,7 +88,7 @@ def main() -> None:
             "sweep": {"x0": {"linspace": [0.01, 0.99, args.shards]}}, "shards": args.shards,
             "resources": {"mem_mb": args.mem_mb, "runtime": 10}}))
         for label, extra in (("array jobs", ["--slurm-array-jobs", "run_shard"]),
-                             ("one job per shard", [])):
+                             ("one job per shard", ["--slurm-array-jobs", "none"])):
             workdir = tmp / label.split()[0]
             workdir.mkdir()
             rows[label] = row = run(workdir, spec, extra)
