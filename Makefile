@@ -33,7 +33,7 @@ test: cluster-up
 
 # Every test, and docs/faults.md rewritten from the outcomes of the tests marked `fault`.
 faults-doc: cluster-up
-	$(BIN)/python -m pytest --faults-doc docs/faults.md $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --faults-doc=docs/faults.md $(PYTEST_ARGS)
 
 clean-results:
 	rm -rf results .snakemake
