@@ -132,8 +132,15 @@ def faults_table(rows: list[tuple[str, str, str, str]]) -> str:
              "Written by the test suite (tests/conftest.py) from the outcome of every test marked `fault`;",
              "`make faults-doc` runs every test and refreshes it.", "",
              "| fault or input | what must happen | result | test file |", "|---|---|---|---|"]
+    cases: dict[tuple[str, str, str], list[str]] = {}  # a parametrized test whose text names no parameter: one row
     for text, expected, outcome, path in rows:
+        cases.setdefault((text, expected, path), []).append(outcome)
+    for (text, expected, path), outcomes in cases.items():
         cell = text.replace("|", "\\|").replace("\n", "\\n")
+        if len(outcomes) > 1:
+            cell += f" ({len(outcomes)} cases)"
+        failed = [o for o in outcomes if o != "passed"]
+        outcome = "passed" if not failed else f"{len(failed)} of {len(outcomes)} {failed[0]}"
         lines.append(f"| {cell} | {expected} | {outcome} | {path} |")
     return "\n".join(lines) + "\n"
 

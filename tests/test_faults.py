@@ -122,3 +122,15 @@ def test_disk_full_mid_shard_fails_cleanly_and_resumes(small_disk, tmp_path):
     ds = xr.open_zarr(plan.parent / "sweep.zarr", consolidated=False)
     assert ds["point_done"].all() and ds["converged"].all()
     assert np.isfinite(ds["value"]).all()
+
+
+def test_the_faults_table_gives_a_parametrized_fault_one_row_with_its_cases_and_failures():
+    from conftest import faults_table
+
+    rows = [("bad block", "refused", "passed", "tests/a.py")] * 3 + [
+        ("bad block", "refused", "failed", "tests/a.py"),
+        ("a killed rank", "fails fast", "passed", "tests/b.py"),
+    ]
+    table = faults_table(rows).splitlines()[7:]
+    assert table == ["| bad block (4 cases) | refused | 1 of 4 failed | tests/a.py |",
+                     "| a killed rank | fails fast | passed | tests/b.py |"]
