@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-GRIDS = {10**4: (100, 100), 10**5: (400, 250), 10**6: (1000, 1000)}  # c values x beta values
+import bench_scale  # noqa: E402  (this folder is the script's first path entry)
 
 SHAPES_ONLY = """
 import hashlib, json, sys, time
@@ -49,11 +49,8 @@ print(json.dumps({"shapes_s": seconds, "shapes_sha": hashlib.sha256(text.encode(
 
 
 def spec_for(points: int, shards: int) -> dict:
-    nc, nb = GRIDS[points]
-    return {"name": f"est-scale-{points}-{shards}", "model": "mccall", "params": {"tol": 1.0e-6},
-            "sweep": {"c": {"linspace": [10, 30, nc]}, "beta": {"linspace": [0.9, 0.99, nb]}},
-            "shards": shards, "precision": "float32", "batch_size": 1024,
-            "resources": {"nodes": 1, "tasks": 1, "runtime": 30, "mem_mb": 2000}}
+    """bench_scale's McCall sweep of that size, under a name of its own."""
+    return dict(bench_scale.spec_for(points, shards), name=f"est-scale-{points}-{shards}")
 
 
 def timed(cmd: list, env: dict, cwd: Path) -> tuple[float, float, str]:
