@@ -121,6 +121,26 @@ def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path, source)
     ds = xr.open_zarr(root / "mccall-1d" / "sweep.zarr", consolidated=False)
     np.testing.assert_allclose(ds["reservation_wage"].values, [reservation_wage(c, 0.95) for c in ds["c"].values], rtol=1e-3)
     assert ("model_source" in ds.attrs) == (source == "file")  # a file's sha256 is recorded, as in a grid sweep
+    # how the round ran: its shard ran here, in no Slurm job (run_and_commit in this process)
+    from hpc.execution.distributed import node_name
+
+    here = None if os.environ.get("SLURM_JOB_ID") else node_name()
+    if here is not None:
+        assert ds.attrs["rounds"][0]["execution"] == {"backend": "jax", "jobs": [], "hosts": [here], "slurm": False,
+                                                      "processes": 1}
+    if source == "builtin":
+        from hpc.report.adaptive import adaptive_section, write_adaptive_report
+
+        page = write_adaptive_report(spec.name, root).read_text()
+        cell = page.split('id="adaptive-execution">', 1)[1].split("</td>", 1)[0]
+        if here is not None:
+            assert cell == f"shard jobs, local (no Slurm job) on {here} (1 round)", cell
+        assert "<th>ran on</th>" in page.split('id="adaptive-rounds"', 1)[1]
+        # a store merged before rounds recorded how they ran says so
+        group = zarr.open_group(str(root / spec.name / "sweep.zarr"), mode="r+", zarr_format=3)
+        group.attrs["rounds"] = [{k: v for k, v in r.items() if k != "execution"} for r in group.attrs["rounds"]]
+        old = adaptive_section(spec.name, root)
+        assert old["execution"] == "not recorded (1 round)" and old["rounds"].rows[0][-1] == "not recorded"
     with pytest.raises(RuntimeError, match="round 0 asked with 1 rounds merged"):  # a stale round is never asked again
         adaptive.ask_round(spec, 0, tmp_path / "other-ask.json", root=root)
 
@@ -270,6 +290,7 @@ def test_adaptive_dask_sweep_killed_mid_round_resumes_bitwise_the_shard_job_swee
         assert a.dtype == b.dtype and a.shape == b.shape, key
         assert a.tobytes() == b.tobytes(), f"{key} differs from the shard-job sweep's"
     assert [(r["first"], r["n"], r["shards"]) for r in got.attrs["rounds"]] == [(0, 6, 2), (6, 6, 2)]
+    assert [(r["execution"]["backend"], r["execution"]["cluster"]) for r in got.attrs["rounds"]] == [("dask", "local")] * 2
     assert got.attrs["final"]["reason"] == want.attrs["final"]["reason"]
     np.testing.assert_allclose(got["reservation_wage"][...],
                                [reservation_wage(c, b) for c, b in zip(got["c"][...], got["beta"][...])], rtol=1e-3)

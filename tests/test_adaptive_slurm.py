@@ -1,18 +1,26 @@
-"""An adaptive sweep's round on the emulated Slurm cluster: its shard job runs on a node through
-profiles/slurm and gives bitwise the results of the same round's plan run locally."""
+"""Adaptive sweeps on the emulated Slurm cluster, through profiles/slurm: a round's shard job runs
+on a node and gives bitwise the results of the same round's plan run locally; with backend: dask
+and dask: {cluster: slurm} each round's run-dask job starts a dask-jobqueue SLURMCluster whose
+workers are Slurm jobs of their own (seen in sacct, gone from the queue once the round is done),
+and the store is bitwise the shard-job sweep's."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from conftest import cluster_test, run_hpc, run_snakemake, write_spec
-from test_adaptive import BASE, reservation_wage
+from test_adaptive import BASE, DASK, reservation_wage, shard_job_sweep
 
 from hpc.core import paths
+from hpc.execution import accounting
 from hpc.sweep import adaptive
+from hpc.sweep.spec import parse_spec
 
 pytestmark = [*cluster_test, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -26,6 +34,9 @@ def test_one_adaptive_round_on_slurm_is_bitwise_the_round_run_locally(tmp_path):
     rounds = adaptive.rounds_root("adaptive-slurm", results)
     marker = json.loads(paths.marker_path("round-0000", 0, rounds).read_text())
     assert marker["host"] in {"n1", "n2", "n3"}, marker["host"]  # ran on an emulated node
+    record = ds.attrs["rounds"][0]["execution"]  # what the report's "ran on" says
+    assert record == {"backend": "jax", "slurm": True, "jobs": [marker["job_id"]], "hosts": [marker["host"]],
+                      "processes": 1}, record
     np.testing.assert_allclose(ds["reservation_wage"].values,
                                [reservation_wage(c, b) for c, b in zip(ds["c"].values, ds["beta"].values)], rtol=1e-3)
 
@@ -40,3 +51,79 @@ def test_one_adaptive_round_on_slurm_is_bitwise_the_round_run_locally(tmp_path):
     here = xr.open_zarr(paths.store_path("round-0000", local), consolidated=False)
     for var in ("reservation_wage", "value", "iterations", "error", "converged"):
         np.testing.assert_array_equal(ds[var].values, here[var].values, err_msg=var)
+
+
+WORKER_JOB = "dask-worker"  # dask-jobqueue's job name for a SLURMCluster's worker jobs
+
+
+def queued(workdir) -> list[str]:
+    """The ids of dask worker jobs started from ``workdir`` that Slurm's queue still holds."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%Z"], capture_output=True, text=True, check=True, timeout=60).stdout
+    return [i for i, name, wd in (line.split("|", 2) for line in out.splitlines() if line.strip())
+            if name == WORKER_JOB and wd == str(workdir)]
+
+
+def test_adaptive_dask_sweep_on_a_slurm_cluster_runs_its_workers_as_slurm_jobs_bitwise_the_shard_jobs(tmp_path):
+    """Two rounds of 6 points, each one run-dask job (itself a Slurm job, through profiles/slurm)
+    whose SLURMCluster submits its worker jobs from the node it runs on."""
+    name = "adaptive-dask-slurm"
+    workers = {"cluster": "slurm", "max_workers": 2, "cores": 1, "memory_mb": 1000, "walltime_min": 5, "lifetime_min": 3}
+    spec_file = write_spec(tmp_path, dict(DASK, name=name, dask=workers))
+    since = time.time()
+    run_snakemake(tmp_path, "--config", f"sweep={spec_file}", profile="slurm")
+    results = tmp_path / "results"
+    rounds = adaptive.rounds_root(name, results)
+
+    # The store: every array bitwise the shard-job sweep's, the reservation wage that of its equation
+    got = zarr.open_group(str(results / name / "sweep.zarr"), mode="r", zarr_format=3)
+    want = shard_job_sweep(parse_spec(dict(BASE, name=name, shards=2)), tmp_path / "reference")
+    assert sorted(got.array_keys()) == sorted(want.array_keys())
+    assert got["c"].shape == (12,) and np.asarray(got["point_done"][...]).all()
+    for key in want.array_keys():
+        a, b = np.asarray(got[key][...]), np.asarray(want[key][...])
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), f"{key} differs"
+    assert [(r["first"], r["n"], r["shards"]) for r in got.attrs["rounds"]] == [(0, 6, 2), (6, 6, 2)]
+    np.testing.assert_allclose(got["reservation_wage"][...],
+                               [reservation_wage(c, b) for c, b in zip(got["c"][...], got["beta"][...])], rtol=1e-3)
+
+    # Who ran the chunks: the markers name the worker jobs, Slurm's accounting has them as dask's
+    # worker jobs, submitted from this sweep's directory with the spec's resources, on the emulated nodes
+    ran = {}
+    for r in (0, 1):
+        markers = [json.loads(paths.marker_path(adaptive.round_name(r), s, rounds).read_text()) for s in (0, 1)]
+        ran[r] = {j for m in markers for j in m["job_ids"]}
+        assert ran[r], f"round {r}'s chunks ran in no Slurm job"
+        assert {m["host"] for m in markers} <= {"n1", "n2", "n3"}
+    assert not ran[0] & ran[1], "each round starts a cluster of its own"
+    deadline = time.time() + 60  # accounting records a cancelled job's end within seconds
+    while True:
+        jobs = accounting.jobs_since(since) or []
+        worker_jobs = {j["job_id"]: j for j in jobs if j["job_name"] == WORKER_JOB and j["workdir"] == str(tmp_path)}
+        if all(j["state"] in ("CANCELLED", "COMPLETED") for j in worker_jobs.values()) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert ran[0] | ran[1] <= set(worker_jobs), (ran, worker_jobs)
+    for job in worker_jobs.values():
+        assert job["state"] in ("CANCELLED", "COMPLETED"), job  # closed with its cluster, not left running
+        assert job["nodes"] in {"n1", "n2", "n3"} and job["alloc_cpus"] == 1, job
+        assert abs(job["req_mem_mb"] - 1000e6 / 2**20) < 1, job  # dask-jobqueue asks for 1000 MB as MiB
+    drivers = [j for j in jobs if j["comment"].startswith("rule_adaptive_dask_") and j["workdir"] == str(tmp_path)]
+    assert sorted(j["comment"] for j in drivers) == ["rule_adaptive_dask_wildcards_0000", "rule_adaptive_dask_wildcards_0001"]
+    assert all(j["state"] == "COMPLETED" for j in drivers), drivers
+    # no worker job is left in the queue (a cancelled one leaves it within seconds)
+    deadline = time.time() + 30
+    while queued(tmp_path) and time.time() < deadline:
+        time.sleep(1)
+    assert queued(tmp_path) == []
+
+    # The rounds' records, and the report, say so
+    for r in (0, 1):
+        record = got.attrs["rounds"][r]["execution"]
+        assert record["backend"] == "dask" and record["cluster"] == "slurm", record
+        assert set(record["jobs"]) == ran[r] and record["max_workers"] == 2
+        assert record["worker"] == {"cores": 1, "memory_mb": 1000, "walltime_min": 5, "partition": None}
+    assert [r["execution"]["backend"] for r in want.attrs["rounds"]] == ["jax", "jax"]
+    page = (results / name / "report.html").read_text()
+    cell = page.split('id="adaptive-execution">', 1)[1].split("</td>", 1)[0]
+    assert cell.startswith("dask on a SLURMCluster: ") and cell.endswith("(2 rounds)"), cell
+    assert all(j in cell for j in ran[0] | ran[1]) and "1 core, 1000 MB, 5 min walltime" in cell, cell

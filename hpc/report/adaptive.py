@@ -1,6 +1,7 @@
 """The report of an adaptive sweep (hpc.sweep.adaptive): the sampled points over the box coloured
-by round, the learned output interpolated over the box from those points, and the learner's loss
-after each round; read from the sweep's store alone (its ``point`` arrays and ``rounds``)."""
+by round, the learned output interpolated over the box from those points, the learner's loss
+after each round, and how the rounds ran (shard jobs or dask, on Slurm or local: the rounds'
+``execution`` records); read from the sweep's store alone (its ``point`` arrays and ``rounds``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hpc.core import paths, timefmt
 from hpc.core.files import write_atomic
 from hpc.report.figures import Figures, pyplot
 from hpc.report.render import Table, render
+from hpc.sweep.adaptive import describe_execution
 
 
 def load(name: str, root: Path | None = None) -> dict:
@@ -99,13 +101,39 @@ def adaptive_section(name: str, root: Path | None = None, figures: Figures | Non
         ax.legend()
     figs.append(figures.add(fig, "The learner's loss over the points told to it, before each round and at the stop "
                             "(infinite while it has too few points, not drawn)."))
-    table = Table(["round", "first point", "points", "shards", "loss before", "failed", "non-finite"],
-                  [[r["round"], r["first"], r["n"], r["shards"], r["loss_before"], r["failed"], r["non_finite"]]
-                   for r in attrs["rounds"]], id="adaptive-rounds")
+    table = Table(["round", "first point", "points", "shards", "loss before", "failed", "non-finite", "ran on"],
+                  [[r["round"], r["first"], r["n"], r["shards"], r["loss_before"], r["failed"], r["non_finite"],
+                    describe_execution(r.get("execution"))] for r in attrs["rounds"]], id="adaptive-rounds")
     return {"name": name, "model": attrs.get("model"), "spec_text": attrs.get("spec_text", ""),
             "settings": settings, "n": found["n"], "good": int(ok.sum()), "final": final, "figures": figs,
-            "rounds": table, "learner": {1: "Learner1D", 2: "Learner2D"}.get(len(box), "LearnerND"),
+            "rounds": table, "execution": execution_summary(attrs["rounds"]), "learner": {1: "Learner1D", 2: "Learner2D"}.get(len(box), "LearnerND"),
             "spec": json.loads(attrs.get("spec", "{}"))}
+
+
+def execution_summary(rounds: list[dict]) -> str:
+    """How the rounds ran (their ``execution`` records, hpc.sweep.adaptive.round_execution): one
+    phrase per way they ran, with the Slurm jobs, hosts and workers of those rounds together;
+    "not recorded" for rounds merged before rounds recorded it."""
+    if not rounds:
+        return "no round merged yet"
+    groups: dict[str, list[dict]] = {}
+    unrecorded = 0
+    for r in rounds:
+        record = r.get("execution")
+        if not record:
+            unrecorded += 1
+            continue
+        how = {k: v for k, v in record.items() if k not in ("jobs", "hosts", "processes")}
+        groups.setdefault(json.dumps(how, sort_keys=True), []).append(record)
+    parts = []
+    for records in groups.values():
+        together = dict(records[0], jobs=list(dict.fromkeys(j for x in records for j in x.get("jobs") or [])),
+                        hosts=sorted({h for x in records for h in x.get("hosts") or []}),
+                        processes=sum(x.get("processes") or 0 for x in records))
+        parts.append(f"{describe_execution(together)} ({len(records)} round{'s' * (len(records) != 1)})")
+    if unrecorded:
+        parts.append(f"not recorded ({unrecorded} round{'s' * (unrecorded != 1)})")
+    return "; ".join(parts)
 
 
 def build_adaptive_report(name: str, root: Path | None = None) -> str:

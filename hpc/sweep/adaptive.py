@@ -378,12 +378,69 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
         told = json.loads(ask_path(spec.name, r, root).read_text())
         body = {"round": r, "first": first, "n": n, "shards": plan.n_shards, "loss_before": told["loss"],
                 "failed": int(np.asarray(sub["failed"][...]).sum()),
-                "non_finite": int((~np.asarray(sub["finite"][...])).sum()), "merged": now_iso()}
+                "non_finite": int((~np.asarray(sub["finite"][...])).sum()),
+                "execution": round_execution(spec, plan, plan_file), "merged": now_iso()}
         _record(spec.name, root, round=body)
     drop_round_outputs(spec, round_store, root)
     write_atomic(out, json.dumps(body, indent=1))
     _log(log, body)
     return body
+
+
+def round_execution(spec, plan, plan_file: str | Path) -> dict:
+    """How round r's points ran, for its record (``execution``), from the spec and what the round
+    wrote: its shards' markers (the Slurm jobs, hosts and dask workers that ran its chunks) and,
+    with ``backend: dask``, its run-dask job's summary (the cluster it started).
+
+    ``backend`` is ``jax`` (shard jobs: ``slurm`` true when they ran as Slurm jobs) or ``dask``
+    (``cluster`` slurm or local, None where the summary did not say and the spec has ``auto``;
+    ``max_workers``, and ``worker`` the resources of one worker job on a SLURMCluster). ``jobs``
+    are the Slurm job ids the markers hold (the worker jobs on a SLURMCluster), ``hosts`` the nodes,
+    ``processes`` the shard jobs' processes or the distinct dask workers."""
+    root = paths.root_of_plan(plan_file)
+    markers = [json.loads(m.read_text()) for m in (paths.marker_path(plan.name, s, root) for s in range(plan.n_shards))
+               if m.exists()]
+    jobs = list(dict.fromkeys(j for m in markers for j in (m.get("job_ids") or [m.get("job_id")]) if j))
+    hosts = sorted({h for m in markers for h in str(m.get("host") or "").split(",") if h})
+    record: dict[str, Any] = {"backend": spec.backend, "jobs": jobs, "hosts": hosts}
+    if spec.backend != "dask":
+        return {**record, "slurm": bool(jobs), "processes": sum(int(m.get("processes") or 0) for m in markers)}
+    summary = Path(plan_file).parent / "dask.json"  # dask_summary_path: what run-dask printed
+    cluster = json.loads(summary.read_text()).get("cluster") if summary.exists() else None
+    if cluster is None and spec.dask.get("cluster") in ("slurm", "local"):
+        cluster = spec.dask["cluster"]
+    workers = {p.get("worker") for m in markers for p in m.get("per_process", []) if p.get("worker")}
+    record.update(cluster=cluster, processes=len(workers), max_workers=spec.dask.get("max_workers"))
+    if cluster == "slurm":
+        record["worker"] = {k: spec.dask.get(k) for k in ("cores", "memory_mb", "walltime_min", "partition")}
+    else:
+        record["jobs"] = []  # a LocalCluster's workers share the job of the run-dask process (if any): none of their own
+    return record
+
+
+def describe_execution(record: dict | None) -> str:
+    """One line saying how a round ran (its ``execution`` record); "not recorded" for a round
+    merged before rounds recorded it."""
+    if not record:
+        return "not recorded"
+    hosts = f" on {', '.join(record['hosts'])}" if record.get("hosts") else ""
+    jobs = record.get("jobs") or []
+    ids = f" ({', '.join(jobs[:6])}{', ...' if len(jobs) > 6 else ''})" if jobs else ""
+    n = record.get("processes") or 0
+    if record.get("backend") != "dask":
+        if record.get("slurm"):
+            return f"shard jobs on Slurm: {len(jobs)} job{'s' * (len(jobs) != 1)}{ids}{hosts}"
+        return f"shard jobs, local (no Slurm job){hosts}"
+    cluster = record.get("cluster")
+    if cluster == "slurm":
+        w = record.get("worker") or {}
+        size = (f"{w.get('cores')} core{'s' * (w.get('cores') != 1)}, {w.get('memory_mb')} MB, "
+                f"{w.get('walltime_min')} min walltime{', partition ' + w['partition'] if w.get('partition') else ''}")
+        return (f"dask on a SLURMCluster: {n} worker{'s' * (n != 1)} in {len(jobs)} Slurm job{'s' * (len(jobs) != 1)}"
+                f"{ids}{hosts}, at most {record.get('max_workers')} workers of {size}")
+    if cluster == "local":
+        return f"dask on a LocalCluster: {n} worker{'s' * (n != 1)}{hosts}, at most {record.get('max_workers')}"
+    return f"dask (cluster not recorded): {n} worker{'s' * (n != 1)}{hosts}"
 
 
 def drop_round_outputs(spec, round_store: Path, root: Path | None = None) -> None:

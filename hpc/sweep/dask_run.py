@@ -83,6 +83,7 @@ def run_sweep(plan_file: str, dask_opts: dict | None = None) -> dict:
     parts: dict[int, list[dict]] = {s: [] for s in todo}
     remaining = {s: len(plan.shard_chunk_ids(s)) for s in todo}
     with make_cluster(opts) as cluster, Client(cluster) as client:
+        kind = "slurm" if type(cluster).__name__ == "SLURMCluster" else "local"  # cluster: auto resolved
         futures = [client.submit(solve_chunk, str(plan_file), plan.digest, c, key=f"chunk-{plan.digest}-{c}",
                                  pure=False, retries=2) for c in chunks]
         finished = 0
@@ -99,7 +100,7 @@ def run_sweep(plan_file: str, dask_opts: dict | None = None) -> dict:
                 print(f"dask: {finished}/{len(chunks)} chunks, {elapsed:.1f} s, "
                       f"{finished / max(elapsed, 1e-9):.1f} chunks/s", file=sys.stderr, flush=True)
     return {"chunks": len(chunks), "shards": len(todo), "seconds": round(time.time() - started, 3),
-            "host": distributed.node_name()}
+            "host": distributed.node_name(), "cluster": kind}
 
 
 __all__ = ["run_sweep", "solve_chunk"]
