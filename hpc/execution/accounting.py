@@ -9,8 +9,9 @@ same workdir, same ``--comment rule_run_shard_wildcards_NNNN``).
 
 ``jobs_since(since)`` is what ``hpc status`` reads (hpc.sweep.status): every job since a time,
 ``sacct -X -D`` (the allocation lines alone; a requeued job once per run, the latest last, which
-gives its restart count), with each job's name, comment, working directory, pending reason and
-submit line. Both answers are built by the same parsers and ``records_from_rows``.
+gives its restart count; and the jobs cancelled before they were ever eligible, held or waiting
+on a dependency, which such a time window leaves out), with each job's name, comment, working
+directory, pending reason and submit line. Both answers are built by the same parsers and ``records_from_rows``.
 
 Where sacct is missing, fails, or the site has no accounting ("accounting storage is disabled"),
 nothing is raised: the answers are empty (``job_records``) or None (``jobs_since``, ``sacct``) and
@@ -310,9 +311,18 @@ def jobs_since(since: float | None = None, runner=None) -> list[dict] | None:
              else "now-7days")
     # --endtime in the future: a job held by --begin becomes eligible then, and sacct leaves out a
     # job not eligible before the end of the window (by default: now).
-    rows = sacct(["-X", "-D", "--starttime", start, "--endtime", "now+365days"], LIST_FIELDS, runner)
+    window = ["-X", "-D", "--starttime", start, "--endtime", "now+365days"]
+    rows = sacct(window, LIST_FIELDS, runner)
     if rows is None:
         return None
+    # A job cancelled before it was ever eligible (held by `scontrol hold` or `sbatch --hold`, or
+    # waiting on a dependency) has no eligible time, and sacct leaves it out of a time window
+    # unless a state is asked for: ask for those once more (Slurm 22.05, the emulated cluster).
+    known = {r.get("JobIDRaw") for r in rows}
+    extra = [r for r in sacct([*window, "--state", "CANCELLED"], LIST_FIELDS, runner) or []
+             if r.get("JobIDRaw") not in known]
+    if extra:  # in job id order, as sacct lists them (a requeued job's runs keep theirs)
+        rows = sorted(rows + extra, key=lambda r: int(r["JobIDRaw"]) if r.get("JobIDRaw", "").isdigit() else 0)
     jobs = []
     for raw, record in records_from_rows([r for r in rows if r.get("JobIDRaw", "").isdigit()]).items():
         public = {k: v for k, v in record.items() if not k.startswith("_")}

@@ -16,7 +16,9 @@ Slurm is asked two ways, and both answers are merged by job id:
   accounting storage;
 - its queue, ``squeue -t all``: live jobs, and finished ones for MinJobAge seconds (300 by
   default). Where a job is in both, the queue's state, nodes and reason win (slurmctld's own,
-  while slurmdbd may lag by a second), the accounting's exit code and log path are kept.
+  while slurmdbd may lag by a second), the accounting's exit code and log path are kept (the
+  queue's working directory and log where the accounting has none yet: a job cancelled before it
+  started, for a few seconds).
 
 Snakemake's Slurm executor plugin submits every job with ``--job-name`` set to the workflow run's
 uuid, ``--comment rule_<rule>_wildcards_<values>`` (here ``rule_run_shard_wildcards_0003``),
@@ -197,8 +199,12 @@ def slurm_jobs(since: float | None = None, sources=("sacct", "squeue")) -> tuple
         if known is None:
             by_id[job["job_id"]] = job
             continue
+        # (slurmdbd may not have a job's working directory and submit line yet, for a few seconds
+        # after a job that never started was cancelled: the queue's stand in)
         known.update(state=job["state"], reason=job["reason"], restarts=max(known["restarts"], job["restarts"]),
                      nodes=job["nodes"] or known["nodes"], comment=known["comment"] or job["comment"],
+                     workdir=known["workdir"] or job["workdir"],
+                     slurm_log=known["slurm_log"] if known.get("log_pattern") else job["slurm_log"] or known["slurm_log"],
                      source="sacct+squeue")
         for key in ("start", "end"):
             known[key] = job[key] if job[key] is not None else known[key]
