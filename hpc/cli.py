@@ -174,16 +174,17 @@ def _cmd_status(args) -> int:
     jobs = args.slurm != "none"
     sources = ("sacct", "squeue") if args.slurm == "auto" else (args.slurm,)
     kind = _results_kind(args.name, Path(args.results))
-    if kind in ("train_sweep", "train"):  # from the points' files (hpc.train.sweep_status)
+    if kind in ("train_sweep", "train"):  # from the points' files and Slurm (hpc.train.sweep_status)
         from hpc.train import sweep_status
 
         if args.watch:
             try:
-                return sweep_status.watch_train(args.name, Path(args.results), args.interval, sys.stdout, kind)
+                return sweep_status.watch_train(args.name, Path(args.results), args.interval, sys.stdout, kind,
+                                                jobs=jobs, sources=sources)
             except KeyboardInterrupt:
                 return 130
-        status = (sweep_status.train_sweep_status if kind == "train_sweep" else sweep_status.train_run_status)(
-            args.name, Path(args.results))
+        status = (sweep_status.train_sweep_status(args.name, Path(args.results), jobs=jobs, sources=sources)
+                  if kind == "train_sweep" else sweep_status.train_run_status(args.name, Path(args.results)))
         print(sweep_status.format_train_status(status))
         return 0
     if zarrio.read_attrs(paths.store_path(args.name, Path(args.results))).get("kind") == "adaptive":
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the same latest job, on two refreshes in a row (exit 1)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes with --watch (default 10)")
     p.add_argument("--slurm", choices=["auto", "sacct", "squeue", "none"], default="auto",
-                   help="where to read the shards' Slurm jobs: auto (sacct's accounting and squeue's queue, "
+                   help="where to read the shards' (a training sweep's points') Slurm jobs: auto (sacct's accounting and squeue's queue, "
                         "whichever answers), only one of them, or none (markers, store and logs only)")
     p.set_defaults(func=_cmd_status)
 

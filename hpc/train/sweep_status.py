@@ -3,7 +3,7 @@
 The sweep's points come from results/NAME/train-sweep.json (hpc.train.sweep.write_points: each
 point's run name, digest, steps and settings, written by the workflow before any point trains).
 Each point is an ordinary training run under results/NAME/points/pNNN/, and its state is read
-from its files alone (not from Slurm):
+from its files:
 
 - ``done``: its completion marker (train.json) holds the point's digest; its held-out RMSE is the
   marker's (the last evaluation);
@@ -14,6 +14,17 @@ from its files alone (not from Slurm):
   with the attempt's reason;
 - ``not started``: nothing of it yet (or only a run of another spec in its folder, named).
 
+and, for a point not done, from Slurm where Slurm knows the point's jobs (its accounting and its
+queue, read by hpc.sweep.status.slurm_jobs as for a grid sweep): the point's latest job decides,
+``queued`` (PENDING, with Slurm's reason, or requeued), ``running`` (on its nodes) or ``failed``
+(FAILED, CANCELLED, OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, ..., or COMPLETED without the marker; with
+the job id and whether it died before the first checkpoint). A Slurm job is taken for point pNNN's
+when the Slurm plugin's comment is ``rule_train_wildcards_pNNN`` (or, where that was not kept, its
+log is under ``slurm_logs/rule_train/pNNN/``), its working directory holds the results root, it was
+submitted after the points were recorded (train-sweep.json's time, less a minute) and, where the
+submit line names it (``--config train=SPEC``), its spec is this sweep's. Without Slurm (a local
+run), or where Slurm knows no job of the sweep, the states are the files' alone, as above.
+
 The step is the last one train.zarr holds a loss for (a resumed run rewrites the steps after its
 checkpoint, so it may go back a little after a preemption).
 """
@@ -21,6 +32,9 @@ checkpoint, so it may go back a little after a preemption).
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import time
 from pathlib import Path
 from typing import TextIO
@@ -29,10 +43,13 @@ import numpy as np
 
 from hpc.core import paths, zarrio
 from hpc.core.errors import SpecError
+from hpc.sweep import status as grid
 from hpc.sweep.status import log_failure
 from hpc.train.sweep import read_points
 
-STATES = ("done", "running", "failed", "not started")
+STATES = ("done", "running", "queued", "failed", "not started")
+TRAIN_COMMENT = re.compile(r"^rule_train_wildcards_(p\d+)$")  # the Slurm plugin's --comment of a point's job
+TRAIN_SLURM_LOG = re.compile(r"/rule_train/(p\d+)/[^/]*$")  # the plugin's --output for it
 
 
 def _tail(path: Path, size: int = 4000) -> str:
@@ -53,11 +70,100 @@ def _last_step(loss) -> int:
     return 0
 
 
-def point_status(name: str, digest: str | None, steps: int | None, root: Path | None = None) -> dict:
+# --------------------------------------------------------------------------------------------
+# Slurm: which jobs are a point's (read by hpc.sweep.status, as for a grid sweep)
+
+
+def _point_of(job: dict) -> str | None:
+    match = TRAIN_COMMENT.match(job.get("comment") or "")
+    if match is None and not job.get("comment"):  # a comment that sacct did not keep: the plugin's log path
+        match = TRAIN_SLURM_LOG.search(job.get("slurm_log") or "")
+    return match.group(1) if match else None
+
+
+def _spec_of(job: dict) -> Path | None:
+    """The training spec a job's workflow was given (``--config train=SPEC`` in the command that
+    its submit line wraps), relative paths taken from the job's working directory; None where the
+    submit line is not known (squeue alone) or names none."""
+    line = job.get("submit_line") or ""
+    if "--config" not in line:
+        return None
+    try:
+        words = shlex.split(line.replace("--wrap=", "--wrap "))
+    except ValueError:
+        return None
+    for i, word in enumerate(words):
+        if word != "--config":
+            continue
+        for value in words[i + 1:]:
+            if value.startswith("-"):
+                break
+            if value.startswith("train="):
+                spec = Path(value.removeprefix("train="))
+                return spec if spec.is_absolute() else Path(job.get("workdir") or ".") / spec
+    return None
+
+
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return str(a) == b
+
+
+def point_jobs(jobs: list[dict], record: dict, root: Path, since: float | None) -> dict[str, list[dict]]:
+    """The Slurm jobs of each point of the sweep ``record`` (read_points), oldest first: see the
+    module docstring for the match. ``since``: when the points were recorded (epoch seconds)."""
+    points = {p["point"] for p in record["points"]}
+    spec_file = record.get("spec_file") or ""
+    found: dict[str, list[dict]] = {}
+    for job in jobs:
+        point = _point_of(job)
+        if point not in points or not grid._holds(job.get("workdir", ""), root):
+            continue
+        if since is not None and job.get("submit") is not None and job["submit"] < since - 60:
+            continue  # a job of an earlier sweep under this name
+        spec = _spec_of(job)
+        if spec is not None and spec_file and not _same_file(spec, spec_file):
+            continue  # another sweep's point of the same name, run from the same folder
+        found.setdefault(point, []).append(job)
+    for point_jobs_ in found.values():
+        point_jobs_.sort(key=lambda j: [int(n) for n in re.findall(r"\d+", j["job_id"])])
+    return found
+
+
+def _last_checkpoint(name: str, root: Path | None) -> int | None:
+    """The step of the run's latest complete checkpoint (orbax names each by its step; one being
+    written has a temporary name), or None."""
+    try:
+        with os.scandir(paths.checkpoint_dir(name, root)) as listing:
+            steps = [int(e.name) for e in listing if e.name.isdigit()]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return max(steps) if steps else None
+
+
+def _job_record(jobs: list[dict]) -> dict:
+    """What status shows of a point's latest job (the keys of hpc.sweep.status's shard records)."""
+    latest = jobs[-1]
+    run = [j for j in jobs if j.get("job_name") == latest.get("job_name")]  # this workflow run's: its attempts
+    reason = latest.get("reason")
+    return {"job_id": latest["job_id"], "slurm_state": grid.normal_state(latest["state"]),
+            "slurm_state_text": latest["state"], "nodes": latest.get("nodes") or "",
+            "exit_code": latest.get("exit_code"), "signal": latest.get("signal"), "attempts": len(run),
+            "restarts": latest.get("restarts") or 0, "reason": None if reason in (None, "", "None") else reason,
+            "slurm_log": latest.get("slurm_log"), "jobs": [j["job_id"] for j in jobs]}
+
+
+def point_status(name: str, digest: str | None, steps: int | None, root: Path | None = None,
+                 jobs: list[dict] | None = None) -> dict:
     """The state of training run ``name`` made from the spec of ``digest`` (None: whichever its
-    store holds) under ``root``: state, step, steps, held-out RMSE (done), failure, notes."""
+    store holds) under ``root``: state, step, steps, held-out RMSE (done), failure, notes, and
+    ``job``: its latest Slurm job of ``jobs`` (its Slurm jobs, oldest first), which decides the
+    state of a run not done (None without Slurm jobs)."""
     record = {"name": name, "state": "not started", "step": 0, "steps": steps, "heldout_rmse": None,
-              "units": "", "failure": None, "note": None, "log": str(paths.train_log_path(name, root))}
+              "units": "", "failure": None, "note": None, "log": str(paths.train_log_path(name, root)),
+              "job": None}
     store = paths.train_store_path(name, root)
     attrs = zarrio.read_attrs(store)
     digest = digest or attrs.get("digest")
@@ -89,23 +195,63 @@ def point_status(name: str, digest: str | None, steps: int | None, root: Path | 
         record.update(state="failed", failure=reason)
     elif started or log.exists() or paths.checkpoint_dir(name, root).exists():
         record["state"] = "running"
+    if jobs and record["state"] != "done":
+        _from_slurm(record, _job_record(jobs), root)
     return record
 
 
-def train_sweep_status(name: str, root: Path | None = None) -> dict:
-    """Every point of the sweep of training runs ``name``: its settings and point_status."""
+def _from_slurm(record: dict, job: dict, root: Path | None) -> None:
+    """The state of a run not done, from its latest Slurm job: queued, running or failed."""
+    record["job"] = job
+    state = job["slurm_state"]
+    if state in grid.FAILED_STATES:
+        checkpoint = _last_checkpoint(record["name"], root)
+        when = "before the first checkpoint" if checkpoint is None else f"last checkpoint at step {checkpoint}"
+        what = grid._job_text(job) + (" without writing its marker" if state == "COMPLETED" else "") + ", " + when
+        record.update(state="failed", failure=f"{record['failure']}; {what}" if record["failure"] else what)
+        return
+    if state not in grid.PENDING_STATES | grid.RUNNING_STATES:
+        return  # a state this code does not know: the files' word stands
+    record["state"] = "queued" if state in grid.PENDING_STATES else "running"
+    if record["failure"]:  # the log's last lines: of the attempt before (queued), or of this one
+        note = (f"the attempt before failed: {record['failure']}" if record["state"] == "queued"
+                else f"its log ends in: {record['failure']}")
+        record.update(note=f"{record['note']}; {note}" if record["note"] else note, failure=None)
+
+
+def train_sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None | bool = True,
+                       sources=("sacct", "squeue")) -> dict:
+    """Every point of the sweep of training runs ``name``: its settings and point_status.
+
+    ``jobs``: True asks Slurm (``sources``: its accounting, sacct, and its queue, squeue, as
+    hpc.sweep.status.slurm_jobs does for a grid sweep) where it is there; False does not; a list is
+    taken as Slurm's answer (tests)."""
     root = Path(root) if root is not None else paths.RESULTS_ROOT
     record = read_points(name, root)
     if record is None:
         raise SpecError("name", f"{paths.train_sweep_path(name, root)} not found", "run the workflow first")
-    points = [{"point": p["point"], "settings": p["settings"], **point_status(p["name"], p["digest"], p["steps"], root)}
+    try:
+        since = paths.train_sweep_path(name, root).stat().st_mtime
+    except OSError:
+        since = None
+    answered: list[str] = []
+    if jobs is True:
+        jobs, answered = grid.slurm_jobs(since, sources)
+    elif jobs is False:
+        jobs = None
+    else:
+        answered = ["given"]
+    by_point = point_jobs(jobs, record, root, since) if jobs is not None else {}
+    points = [{"point": p["point"], "settings": p["settings"],
+               **point_status(p["name"], p["digest"], p["steps"], root, by_point.get(p["point"]))}
               for p in record["points"]]
     done = [p for p in points if p["state"] == "done" and p["heldout_rmse"] is not None]
     best = min(done, key=lambda p: p["heldout_rmse"] if np.isfinite(p["heldout_rmse"]) else np.inf) if done else None
     report = paths.report_path(name, root)
     return {"kind": "train_sweep", "name": name, "spec_file": record.get("spec_file", ""), "points": points,
             "counts": {s: sum(p["state"] == s for p in points) for s in STATES},
-            "best": best and best["point"], "report": str(report) if report.exists() else None}
+            "best": best and best["point"], "report": str(report) if report.exists() else None,
+            "slurm_sources": answered, "slurm_jobs": sum(len(js) for js in by_point.values())}
 
 
 def train_run_status(name: str, root: Path | None = None) -> dict:
@@ -142,8 +288,14 @@ def format_train_status(status: dict) -> str:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
     for p in points:
         label = p["point"] if status["kind"] == "train_sweep" else p["name"]
+        job = p.get("job")
+        slurm_log = f", Slurm's log: {job['slurm_log']}" if job and job.get("slurm_log") else ""
         if p["failure"]:
-            lines.append(f"{label}: failed: {p['failure']} (log: {p['log']})")
+            lines.append(f"{label}: failed: {p['failure']} (log: {p['log']}{slurm_log})")
+        elif job and p["state"] == "queued":
+            lines.append(f"{label}: queued: {grid._job_text(job)}" + (f"; reason: {job['reason']}" if job["reason"] else ""))
+        elif job and p["state"] == "running":
+            lines.append(f"{label}: running: {grid._job_text(job)} (log: {p['log']}{slurm_log})")
         if p["note"]:
             lines.append(f"{label}: {p['note']}")
     if status["best"]:
@@ -153,15 +305,22 @@ def format_train_status(status: dict) -> str:
                      f"best: {best['point']} (held-out RMSE {_number(float(best['heldout_rmse']))})")
     if status["report"]:
         lines.append(f"report: {status['report']}")
+    if status.get("slurm_jobs"):
+        asked = {"sacct": "Slurm's accounting (sacct)", "squeue": "Slurm's queue (squeue)", "given": "Slurm's jobs"}
+        slurm = " and ".join(asked[s] for s in status.get("slurm_sources", []) if s in asked)
+        lines.append(f"from the points' files and {slurm}: {status['slurm_jobs']} jobs of this sweep")
     return "\n".join(lines)
 
 
-def watch_train(name: str, root: Path | None, interval: float, stream: TextIO, kind: str = "train_sweep") -> int:
+def watch_train(name: str, root: Path | None, interval: float, stream: TextIO, kind: str = "train_sweep",
+                jobs: bool = True, sources=("sacct", "squeue")) -> int:
     """Print the status every ``interval`` seconds; 0 once every point is done, 1 once none is
-    left to run (each done or failed, some failed) on two refreshes in a row."""
+    left to run (each done or failed, some failed) on two refreshes in a row. ``jobs``, ``sources``:
+    whether and where to ask Slurm (train_sweep_status)."""
     stuck = 0
     while True:
-        status = train_sweep_status(name, root) if kind == "train_sweep" else train_run_status(name, root)
+        status = (train_sweep_status(name, root, jobs=jobs, sources=sources) if kind == "train_sweep"
+                  else train_run_status(name, root))
         print(format_train_status(status), file=stream, flush=True)
         counts = status["counts"]
         if counts["done"] == len(status["points"]):
