@@ -7,6 +7,8 @@ and the store is bitwise the shard-job sweep's."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import cluster_test, run_hpc, run_snakemake, write_spec
+from conftest import PYTHON, REPO, cluster_test, run_hpc, run_snakemake, write_spec
 from test_adaptive import BASE, DASK, reservation_wage, shard_job_sweep
 
 from hpc.core import paths
@@ -54,6 +56,7 @@ def test_one_adaptive_round_on_slurm_is_bitwise_the_round_run_locally(tmp_path):
 
 
 WORKER_JOB = "dask-worker"  # dask-jobqueue's job name for a SLURMCluster's worker jobs
+WORKERS = {"cluster": "slurm", "max_workers": 2, "cores": 1, "memory_mb": 1000, "walltime_min": 5, "lifetime_min": 3}
 
 
 def queued(workdir) -> list[str]:
@@ -67,8 +70,7 @@ def test_adaptive_dask_sweep_on_a_slurm_cluster_runs_its_workers_as_slurm_jobs_b
     """Two rounds of 6 points, each one run-dask job (itself a Slurm job, through profiles/slurm)
     whose SLURMCluster submits its worker jobs from the node it runs on."""
     name = "adaptive-dask-slurm"
-    workers = {"cluster": "slurm", "max_workers": 2, "cores": 1, "memory_mb": 1000, "walltime_min": 5, "lifetime_min": 3}
-    spec_file = write_spec(tmp_path, dict(DASK, name=name, dask=workers))
+    spec_file = write_spec(tmp_path, dict(DASK, name=name, dask=WORKERS))
     since = time.time()
     run_snakemake(tmp_path, "--config", f"sweep={spec_file}", profile="slurm")
     results = tmp_path / "results"
@@ -127,3 +129,57 @@ def test_adaptive_dask_sweep_on_a_slurm_cluster_runs_its_workers_as_slurm_jobs_b
     cell = page.split('id="adaptive-execution">', 1)[1].split("</td>", 1)[0]
     assert cell.startswith("dask on a SLURMCluster: ") and cell.endswith("(2 rounds)"), cell
     assert all(j in cell for j in ran[0] | ran[1]) and "1 core, 1000 MB, 5 min walltime" in cell, cell
+
+
+def squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+@pytest.mark.fault("adaptive dask round: its run-dask job stopped by SIGTERM (scancel, time limit) while its worker job "
+                   "waits in the queue of a full cluster", expect="the cluster is closed on the way out: the pending worker "
+                   "job is cancelled, none left in the queue; exit status 143; no shard marked done")
+def test_a_run_dask_job_stopped_by_sigterm_cancels_its_pending_worker_jobs(tmp_path):
+    name = "adaptive-dask-stop"
+    spec = parse_spec(dict(DASK, name=name, dask=WORKERS))
+    results = tmp_path / "results"
+    ask = adaptive.ask_path(name, 0, results)
+    adaptive.ask_round(spec, 0, ask, root=results)
+    plan_file = adaptive.round_plan_path(name, 0, results)
+    plan, _ = adaptive.plan_round(spec, ask, plan_file)
+    # every node taken, so the round's worker job stays PENDING
+    blocker = subprocess.run(["sbatch", "--parsable", "-N", "3", "--exclusive", "-t", "5", "-J", "hpc-test-blocker",
+                              "-D", str(tmp_path), "--wrap", "sleep 300"], capture_output=True, text=True, check=True,
+                             timeout=60).stdout.strip().split(";")[0]
+    proc = None
+    try:
+        deadline = time.time() + 60
+        while squeue_state(blocker) != "RUNNING" and time.time() < deadline:
+            time.sleep(0.5)
+        assert squeue_state(blocker) == "RUNNING"
+        proc = subprocess.Popen([PYTHON, "-m", "hpc", "run-dask", str(plan_file), "--settings", json.dumps(WORKERS)],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        deadline = time.time() + 90
+        while not queued(tmp_path) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        pending = queued(tmp_path)
+        assert pending and all(squeue_state(j) == "PENDING" for j in pending), (pending, proc.poll())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        deadline = time.time() + 15  # scancel's effect: the job leaves the queue within seconds
+        while queued(tmp_path) and time.time() < deadline:
+            time.sleep(0.5)
+        assert queued(tmp_path) == [], f"a worker job of the stopped round is left in the queue (exit {proc.returncode})"
+        assert proc.returncode == 143, (proc.returncode, err[-2000:])
+        assert "stopped by SIGTERM" in err
+        never_ran = {j["job_id"]: j for j in accounting.jobs_since(time.time() - 600) or [] if j["job_id"] in pending}
+        assert set(never_ran) == set(pending), never_ran  # cancelled before it ever had a node
+        assert all(j["state"] == "CANCELLED" and j["nodes"] is None for j in never_ran.values()), never_ran
+        assert not any(paths.marker_path(plan.name, s, paths.root_of_plan(plan_file)).exists() for s in range(plan.n_shards))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        subprocess.run(["scancel", blocker], timeout=60)
+        deadline = time.time() + 60  # leave the nodes free for the next test
+        while squeue_state(blocker) and time.time() < deadline:
+            time.sleep(0.5)

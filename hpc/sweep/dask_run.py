@@ -15,8 +15,11 @@ walltime) comes from hpc.execution.dask_cluster.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 
 from hpc.core import paths
@@ -65,6 +68,29 @@ def worker_name() -> str | None:
         return None
 
 
+@contextmanager
+def stop_on_sigterm():
+    """SIGTERM (the driver job cancelled or at its time limit, Snakemake stopping its jobs) as
+    SystemExit(143), so the ``with`` blocks around it close the cluster on the way out: a
+    SLURMCluster cancels its worker jobs, pending ones included. Python's default for SIGTERM
+    ends the process at once, and a worker job still pending then stays in the queue, to start
+    later and wait for a scheduler that is gone. A second SIGTERM while closing is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("dask: stopped by SIGTERM: closing the cluster (its worker jobs are cancelled)", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_sweep(plan_file: str, dask_opts: dict | None = None) -> dict:
     """Run every uncommitted chunk of the plan as dask tasks; write shard markers as shards finish."""
     from distributed import Client, as_completed
@@ -82,7 +108,7 @@ def run_sweep(plan_file: str, dask_opts: dict | None = None) -> dict:
           file=sys.stderr, flush=True)
     parts: dict[int, list[dict]] = {s: [] for s in todo}
     remaining = {s: len(plan.shard_chunk_ids(s)) for s in todo}
-    with make_cluster(opts) as cluster, Client(cluster) as client:
+    with stop_on_sigterm(), make_cluster(opts) as cluster, Client(cluster) as client:
         kind = "slurm" if type(cluster).__name__ == "SLURMCluster" else "local"  # cluster: auto resolved
         futures = [client.submit(solve_chunk, str(plan_file), plan.digest, c, key=f"chunk-{plan.digest}-{c}",
                                  pure=False, retries=2) for c in chunks]
