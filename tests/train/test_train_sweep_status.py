@@ -115,3 +115,15 @@ def test_only_this_sweeps_point_jobs_count_and_without_them_nothing_changes(tmp_
     mine = [job("p000", "PENDING", 80, tmp_path, spec="tsw.yaml"), job("p001", "PENDING", 81, tmp_path),
             job("p002", "PENDING", 82, tmp_path, spec=spec, comment=False)]
     assert [p["state"] for p in train_sweep_status("tsw", root, jobs=mine)["points"]] == ["queued"] * 3
+
+
+def test_watch_gives_up_once_slurm_says_every_point_not_done_failed(tmp_path):
+    import io
+
+    from hpc.train.sweep_status import watch_train
+
+    root, spec, _ = record_sweep(tmp_path, seeds=(0, 1))
+    cancelled = [job("p000", "CANCELLED by 0", 90, tmp_path, spec=spec), job("p001", "TIMEOUT", 91, tmp_path, spec=spec)]
+    out = io.StringIO()
+    assert watch_train("tsw", root, 0.0, out, jobs=cancelled) == 1
+    assert out.getvalue().count(": 2 points: 2 failed\n") == 2
