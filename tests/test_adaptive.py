@@ -141,6 +141,7 @@ def test_one_parameter_rounds_in_process_stop_at_the_loss_goal(tmp_path, source)
         group.attrs["rounds"] = [{k: v for k, v in r.items() if k != "execution"} for r in group.attrs["rounds"]]
         old = adaptive_section(spec.name, root)
         assert old["execution"] == "not recorded (1 round)" and old["rounds"].rows[0][-1] == "not recorded"
+        assert adaptive.describe_progress(spec.name, root).splitlines()[1].endswith("; ran on: not recorded")
     with pytest.raises(RuntimeError, match="round 0 asked with 1 rounds merged"):  # a stale round is never asked again
         adaptive.ask_round(spec, 0, tmp_path / "other-ask.json", root=root)
 

@@ -107,8 +107,9 @@ def test_adaptive_dask_sweep_on_a_slurm_cluster_runs_its_workers_as_slurm_jobs_b
     assert ran[0] | ran[1] <= set(worker_jobs), (ran, worker_jobs)
     for job in worker_jobs.values():
         assert job["state"] in ("CANCELLED", "COMPLETED"), job  # closed with its cluster, not left running
-        assert job["nodes"] in {"n1", "n2", "n3"} and job["alloc_cpus"] == 1, job
         assert abs(job["req_mem_mb"] - 1000e6 / 2**20) < 1, job  # dask-jobqueue asks for 1000 MB as MiB
+        if job["job_id"] in ran[0] | ran[1]:  # (a worker asked for while the round ends is cancelled pending)
+            assert job["nodes"] in {"n1", "n2", "n3"} and job["alloc_cpus"] == 1, job
     drivers = [j for j in jobs if j["comment"].startswith("rule_adaptive_dask_") and j["workdir"] == str(tmp_path)]
     assert sorted(j["comment"] for j in drivers) == ["rule_adaptive_dask_wildcards_0000", "rule_adaptive_dask_wildcards_0001"]
     assert all(j["state"] == "COMPLETED" for j in drivers), drivers
@@ -129,6 +130,8 @@ def test_adaptive_dask_sweep_on_a_slurm_cluster_runs_its_workers_as_slurm_jobs_b
     cell = page.split('id="adaptive-execution">', 1)[1].split("</td>", 1)[0]
     assert cell.startswith("dask on a SLURMCluster: ") and cell.endswith("(2 rounds)"), cell
     assert all(j in cell for j in ran[0] | ran[1]) and "1 core, 1000 MB, 5 min walltime" in cell, cell
+    status = adaptive.describe_progress(name, results)  # what hpc status prints
+    assert status.count("ran on: dask on a SLURMCluster: ") == 2, status
 
 
 def squeue_state(job_id: str) -> str:

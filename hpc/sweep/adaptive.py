@@ -542,6 +542,7 @@ def describe_progress(name: str, root: Path | None = None) -> str:
              + (f"stopped after {final['rounds']} rounds: {final['reason']}" if final else "not stopped yet")]
     for r in rounds:
         lines.append(f"  round {r['round']}: {r['n']} points from point {r['first']}, {r['shards']} shards, "
-                     f"loss before {r['loss_before']:.4g}, {r['failed']} failed, {r['non_finite']} non-finite")
+                     f"loss before {r['loss_before']:.4g}, {r['failed']} failed, {r['non_finite']} non-finite; "
+                     f"ran on: {describe_execution(r.get('execution'))}")
     lines.append(f"the shards of the round that runs: hpc status round-RRRR --results {rounds_root(name, root)}")
     return "\n".join(lines)
