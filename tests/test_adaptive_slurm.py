@@ -125,6 +125,7 @@ def test_adaptive_dask_sweep_on_a_slurm_cluster_runs_its_workers_as_slurm_jobs_b
         assert record["backend"] == "dask" and record["cluster"] == "slurm", record
         assert set(record["jobs"]) == ran[r] and record["max_workers"] == 2
         assert record["worker"] == {"cores": 1, "memory_mb": 1000, "walltime_min": 5, "partition": None}
+        assert json.loads(adaptive.dask_summary_path(name, r, results).read_text())["cluster"] == "slurm"  # as run-dask saw it
     assert [r["execution"]["backend"] for r in want.attrs["rounds"]] == ["jax", "jax"]
     page = (results / name / "report.html").read_text()
     cell = page.split('id="adaptive-execution">', 1)[1].split("</td>", 1)[0]
