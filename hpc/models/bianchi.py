@@ -39,10 +39,12 @@ Where the statistics come from (the static parameter ``statistics``):
 
 - ``exact`` (the default): expectations under the stationary distribution of the solved policy
   on the grid, an off-grid b' split between its two neighbouring grid points by linear weights
-  (``stationary_bond_distribution``, a power iteration), events read at the next period's exact
-  b' as the simulation reads them (``distribution_statistics``). No sampling noise; at the paper's
-  calibration every statistic lies within two sampling standard deviations of an
-  80,000-period simulation's (tests/models/test_bianchi.py). The planner's crisis severities
+  (``stationary_bond_distribution``, a power iteration), events (the constraint binds, a crisis)
+  read over next period's b' with each grid point's mass spread over its cell and carried by the
+  policy, so that they move smoothly with the parameters instead of in grid-sized lumps
+  (``distribution_statistics``). No sampling noise; at the paper's calibration every statistic
+  lies within two sampling standard deviations of an 80,000-period simulation's
+  (tests/models/test_bianchi.py). The planner's crisis severities
   are read at the DE's crisis dates, which needs the joint law of both economies' debt: those
   two still come from the simulation. Bitwise the same in every layout of a sweep (processes ×
   devices, tests/test_distributed.py), as the simulated statistics are.
@@ -529,26 +531,29 @@ def stationary_bond_distribution(b_next, econ: Economy, shock_distribution, tol:
     return pi / jnp.sum(pi), err
 
 
-def weighted_median(values, weights, half_width):
-    """Median of the groups' distribution; NaN where the groups have no mass.
+def weighted_medians(values, weights, half_width):
+    """Medians of K distributions over the same groups; NaN where the groups have no mass.
 
-    Group g has mass ``weights[g]`` (≥ 0) spread evenly over ``values[g]`` ± ``half_width[g]`` (a
-    point mass where the half width is 0). The smallest v with mass(≤ v) ≥ half, to within the
-    precision, found by bisection on v between the lowest and the highest reach of a group with
-    mass: one masked sum per halving, which costs far less on CPU than a sort.
+    In distribution k, group g has mass ``weights[g]`` (≥ 0) spread evenly over ``values[k, g]``
+    ± ``half_width[k, g]`` (a point mass where the half width is 0). Each median is the smallest v
+    with mass(≤ v) ≥ half, to within the precision, found by bisection on v between the lowest and
+    the highest reach of a group with mass: one masked sum per halving, which costs far less on
+    CPU than a sort, and the K bisections share one loop.
     """
+    axes = tuple(range(1, values.ndim))
     live = weights > 0
     total = jnp.sum(weights)
     start = values - half_width
     point = half_width <= 0
     inverse_width = jnp.where(point, 0.0, 1 / jnp.where(point, 1.0, 2 * half_width))
-    lo = jnp.min(jnp.where(live, start, jnp.inf))
-    hi = jnp.max(jnp.where(live, values + half_width, -jnp.inf))
+    lo = jnp.min(jnp.where(live, start, jnp.inf), axis=axes)
+    hi = jnp.max(jnp.where(live, values + half_width, -jnp.inf), axis=axes)
     halvings = 30 if values.dtype.itemsize == 4 else 50
 
-    def below(v):  # mass at or below v
+    def below(v):  # mass at or below v, for each distribution
+        v = v.reshape(v.shape + (1,) * len(axes))
         share = jnp.where(point, (values <= v).astype(values.dtype), jnp.clip((v - start) * inverse_width, 0.0, 1.0))
-        return jnp.sum(weights * share)
+        return jnp.sum(weights * share, axis=axes)
 
     def halve(_, bounds):
         lo, hi = bounds
@@ -573,6 +578,85 @@ def next_period_atoms(pi, b_next, econ: Economy):
     return b_next[:, :, None], pi[:, :, None] * econ.transition[None, :, :]
 
 
+def cell_intervals(conditions):
+    """Where events {x : f_k(x) ≥ 0 for every k} hold in each grid cell [b_j, b_{j+1}].
+
+    ``conditions``: the f_k at the grid points, (E, K, n_b) for E events. Each f_k is linear in b
+    within a cell (the policies are interpolated linearly), so an event holds on one interval of
+    the cell, [lo, hi] in the cell's own coordinate t ∈ [0, 1] (empty where hi ≤ lo). Returns
+    (before, lo, hi), each (E, n_b): ``before`` the event's length in cells 0 .. j - 1; the last
+    lo, hi are padding.
+    """
+    f0, f1 = conditions[..., :-1], conditions[..., 1:]
+    cross = f0 / jnp.where(f0 == f1, 1, f0 - f1)  # f's zero, where f0 and f1 differ in sign
+    lo = jnp.max(jnp.where(f0 >= 0, 0.0, jnp.where(f1 >= 0, cross, 1.0)), axis=1)
+    hi = jnp.min(jnp.where(f1 >= 0, 1.0, jnp.where(f0 >= 0, cross, 0.0)), axis=1)
+    pad = jnp.zeros(lo.shape[:1] + (1,), lo.dtype)
+    return (jnp.concatenate([pad, jnp.cumsum(jnp.maximum(hi - lo, 0.0), axis=1)], axis=1),
+            jnp.concatenate([lo, pad + 1], axis=1), jnp.concatenate([hi, pad], axis=1))
+
+
+def half_cell_images(policy, econ: Economy):
+    """Where the halves of each source cell go: [(index, weight)] of b'(b_i, s) and of the ends of
+    the cell's halves, b'(b_i - step/2, s) and b'(b_i + step/2, s), with each half's share of the
+    mass, all (n_b, S), both policies interpolated at those points.
+
+    The mass of (b_i, s) is read as spread evenly over its cell [b_i - step/2, b_i + step/2] (half
+    a cell at the grid's ends), each half's image as covered evenly (b' is linear there, up to the
+    kink where the constraint starts to bind).
+    """
+    unc, bind = policy
+    n_b = econ.b.shape[0]
+
+    def at_half(shift):  # b' halfway to the row below (shift 1) or above (-1); the row itself at the ends
+        def neighbour(a):
+            return jnp.concatenate([a[:1], a[:-1]]) if shift == 1 else jnp.concatenate([a[1:], a[-1:]])
+        return jnp.maximum(0.5 * (unc + neighbour(unc)), 0.5 * (bind + neighbour(bind)))
+
+    rows = jnp.arange(n_b)[:, None]
+    left = jnp.broadcast_to(jnp.where(rows == 0, 0.0, jnp.where(rows == n_b - 1, 1.0, 0.5)).astype(unc.dtype),
+                            unc.shape)
+    grid = (econ.b[0], econ.b[-1], n_b)
+    return (uniform_grid_weights(jnp.maximum(unc, bind), *grid),
+            [(*uniform_grid_weights(at_half(1), *grid), left), (*uniform_grid_weights(at_half(-1), *grid), 1 - left)])
+
+
+def segment_shares(events, images):
+    """The share of the mass of each atom (b'(b_i, s), s') that lands where each event holds.
+
+    ``events``: the events' conditions at the grid points, (E, K, n_b, S') (``cell_intervals``);
+    ``images`` from ``half_cell_images``. Where a half's image is a point (b' flat in b, as where
+    the planner keeps b' at the edge of the binding region) the event is read at that point.
+    Returns (E, n_b, S, S') shares in [0, 1].
+
+    One target state s' at a time (``lax.map``): the (n_b, S) images are made once and read by
+    every step, where a program over (n_b, S, S') at once had XLA redo them for each s'.
+    """
+    (index, weight), ends = images
+
+    def target(conditions):  # the events' conditions for one s', (E, K, n_b) -> shares (E, n_b, S)
+        before, lo, hi = cell_intervals(conditions)
+
+        def below(ix, w):  # each event's length below the points, as (whole cells, the part in their own cell)
+            return before[:, ix], jnp.maximum(jnp.minimum(w, hi[:, ix]) - lo[:, ix], 0.0)
+
+        whole, part = below(index, weight)
+        at_point = ((lo[:, index] <= weight) & (weight <= hi[:, index])).astype(weight.dtype)
+        share = jnp.zeros_like(part)
+        for end_index, end_weight, mass_share in ends:
+            end_whole, end_part = below(end_index, end_weight)
+            # in cells, whole cells apart exactly: widths of 1e-4 cells are not lost to the rounding of j + t
+            width = (end_index - index).astype(weight.dtype) + (end_weight - weight)
+            flat = jnp.abs(width) <= 1e-4
+            # times an explicit reciprocal: XLA may turn a division by the broadcast width into
+            # that in one program and not in another, and the bits must not depend on the layout
+            fraction = ((end_whole - whole) + (end_part - part)) * (1 / jnp.where(flat, 1.0, width))
+            share = share + mass_share * jnp.where(flat, at_point, jnp.clip(fraction, 0.0, 1.0))
+        return share
+
+    return jnp.moveaxis(jax.lax.map(target, jnp.moveaxis(events, -1, 0)), 0, -1)
+
+
 def distribution_statistics(pi, policy, reference, econ: Economy, p: BianchiParams):
     """The paper's long-run statistics, in percent, as expectations under the stationary ``pi``.
 
@@ -583,14 +667,21 @@ def distribution_statistics(pi, policy, reference, econ: Economy, p: BianchiPara
 
     - means of smooth functions of the state (debt / GDP, c and 1/CPI, the mean and sd of
       CA = b' - b) are sums over the grid weighted by π;
-    - a share of periods (the constraint binds, a crisis) is the mass of the atoms of
-      ``next_period_atoms`` where it happens, with b' = max(b'_unconstrained, b'_binding)
-      interpolated at the atom's b and the constraint binding where b'_binding ≥
-      b'_unconstrained there, as in the simulation (an indicator read at grid points instead
-      would be off by O(grid step): the planner keeps much of its mass right at the edge of the
-      binding region);
+    - a share of periods (the constraint binds, a crisis) is the mass of next period's states
+      (b', s') where it happens, with b'' = max(b'_unconstrained, b'_binding) interpolated at b'
+      and the constraint binding where b'_binding ≥ b'_unconstrained there, as in the
+      simulation. The mass π(b_i, s) P[s, s'] of an atom of ``next_period_atoms`` is read as
+      spread evenly over b_i's cell and carried by the policy: each half of the cell to the
+      segment between b'(b_i, s) and b' at the half's far end (``half_cell_images``), covered
+      evenly, and the event's share of each segment is exact, the policies being linear in each
+      grid cell (``segment_shares``). Read at the atoms alone, a share jumped by an atom's mass
+      each time an atom crossed the event's edge, which made a sweep's curve zig-zag at the
+      grid's scale; an indicator read at grid points, or mass spread over a fixed width, would
+      be off by O(grid step) for the planner, which keeps much of its mass right at the edge of
+      the binding region, b' flat in b there: a segment shorter than 1e-4 of a cell is read at
+      its point;
     - the crisis severities are medians of the deviations of c and 1/CPI from their means
-      (interpolated in b from the grid) over the economy's own crisis atoms, grouped by the grid
+      (interpolated in b from the grid) over the economy's own crisis mass at the atoms, grouped by the grid
       point (b_j, s') the lottery sends them to (``lottery_rows``), each group spread evenly over
       its mean ± √3 sd (a median of 12,800 groups at n_b = 800 instead of 204,800 atoms; grouping
       at the mean alone would be off by O(grid step)). These are the paper's for
@@ -624,19 +715,22 @@ def distribution_statistics(pi, policy, reference, econ: Economy, p: BianchiPara
     def at(grid_values):
         return (1 - weight) * grid_values[index] + weight * grid_values[index + 1]
 
-    unc, bind = at(policy[0]), at(policy[1])
-    binds = bind >= unc
-    ca_at = jnp.maximum(unc, bind) - atom_b
-    crisis = binds & (ca_at > ref_mean + ref_sd)
     floor = econ.b[0] + 1e-6 * (econ.b[-1] - econ.b[0])
-    zero = jnp.zeros((), mass.dtype)
 
-    def share(flags):  # the mass of the atoms where ``flags``, in percent
-        return 100 * jnp.sum(jnp.where(flags, mass, zero))
+    # each atom's share of mass where an event holds, its source's cell spread over its image
+    images = half_cell_images(policy, econ)
+    unc_grid, bind_grid = policy
+    binding = bind_grid - unc_grid
+
+    events = [[binding, bind_grid - b - (ref_mean + ref_sd)], [binding, binding]]
+    if reference is not None:  # the DE's own volatility is the reference's: the same event as a crisis
+        events.append([binding, bind_grid - b - (ca_mean + ca_sd)])
+    event_mass = mass * segment_shares(jnp.stack([jnp.stack(e) for e in events]), images)
 
     # the crisis atoms' mass and its moments, moved to the grid points of their state s' by the
     # lottery on their b: each grid point then stands for the atoms sent to it
-    crisis_mass = jnp.where(crisis, mass, zero)
+    crisis_mass = event_mass[0]
+    crisis_probability = 100 * jnp.sum(crisis_mass)
     moments = [crisis_mass]
     for x in (at(consumption_dev), at(rer_dev)):
         moments += [crisis_mass * x, crisis_mass * x**2]
@@ -644,18 +738,21 @@ def distribution_statistics(pi, policy, reference, econ: Economy, p: BianchiPara
     crisis_mass = moved[..., 0]
     safe = jnp.where(crisis_mass > 0, crisis_mass, 1)
 
-    def median(k):  # each group spread evenly over mean ± √3 sd, the uniform with its mean and sd
-        mean = moved[..., k] / safe
-        half_width = jnp.sqrt(3 * jnp.maximum(moved[..., k + 1] / safe - mean**2, 0.0))
-        return weighted_median(mean, crisis_mass, half_width)
+    # each group spread evenly over mean ± √3 sd, the uniform with its mean and sd; divided moment
+    # by moment, as x / safe: XLA turns a division by a broadcast safe into a product with 1 / safe
+    # in some programs and not in others, which moved the medians' last bits between layouts
+    mean = jnp.stack([moved[..., k] / safe for k in (1, 3)])
+    half_width = jnp.sqrt(3 * jnp.maximum(jnp.stack([moved[..., k] / safe for k in (2, 4)]) - mean**2, 0.0))
+    drop, depreciation = weighted_medians(mean, crisis_mass, half_width)
     return {
-        "crisis_probability": share(crisis),
-        "crisis_probability_own_sd": share(binds & (ca_at > ca_mean + ca_sd)),
-        "constraint_binding_frequency": share(binds),
-        "grid_bound_frequency": share(jnp.maximum(unc, bind) <= floor),
+        "crisis_probability": crisis_probability,
+        "crisis_probability_own_sd": crisis_probability if reference is None else 100 * jnp.sum(event_mass[2]),
+        "constraint_binding_frequency": 100 * jnp.sum(event_mass[1]),
+        # b' at the floor is flat in b (the grid's end bounds it): read at the atoms themselves
+        "grid_bound_frequency": 100 * jnp.sum(jnp.where(jnp.maximum(at(unc_grid), at(bind_grid)) <= floor, mass, 0.0)),
         "mean_debt_to_gdp": 100 * jnp.sum(pi * (-b / (y_T + p_N * y_N))),
-        "crisis_consumption_drop": median(1),
-        "crisis_rer_depreciation": median(3),
+        "crisis_consumption_drop": drop,
+        "crisis_rer_depreciation": depreciation,
     }
 
 
