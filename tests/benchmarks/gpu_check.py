@@ -6,8 +6,9 @@
 
 1. Bianchi n_b = 800: compile and run time of one solve, equilibrium (DE) and planner (SP), from
    bench_bianchi.py's own fresh-process solver child (target: DE under 0.25 s on an H100).
-2. A 1,024-point Bianchi sweep (κ × β, equilibrium, n_b = 400, 80,000 simulated periods) as one
-   jit(vmap(solve)) call: points/s; CPU baseline: 16 of the same points on this machine's CPU.
+2. A 1,024-point Bianchi sweep (κ × β, equilibrium, n_b = 400) as one jit(vmap(solve)) call,
+   with the statistics simulated (80,000 periods) and exact (the default): points/s; CPU
+   baseline: 16 of the same points on this machine's CPU.
 3. Arellano at the defaults: bench_arellano.py as it is (float64 and float32, one solve and a
    batch of 8; it prints its 2-core CPU reference beside its figures).
 4. Training MFU: bench_train.py --gpu-mfu (bf16 MLP, width 8192, depth 8, batch 16,384), with the
@@ -65,8 +66,9 @@ def gpu_kind() -> str | None:
     return f"{kind} (x{count})" if platform == "gpu" else None
 
 
-def child_sweep(n_points: int, n_b: int) -> dict:
-    """Points/s of one jit(vmap(solve)) over n_points DE points (bench_bianchi's model and values)."""
+def child_sweep(n_points: int, n_b: int, statistics: str = "simulated") -> dict:
+    """Points/s of one jit(vmap(solve)) over n_points DE points (bench_bianchi's model and values),
+    the long-run statistics ``statistics`` (simulated, or exact: the model's default)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -74,7 +76,7 @@ def child_sweep(n_points: int, n_b: int) -> dict:
 
     side = int(round(np.sqrt(n_points)))
     kappa, beta = np.meshgrid(np.linspace(0.28, 0.36, side), np.linspace(0.89, 0.93, n_points // side), indexing="ij")
-    static = static_values(n_b=n_b, sim_periods=80_000)
+    static = static_values(n_b=n_b, sim_periods=80_000, statistics=statistics)
     batch = {k: jnp.full((kappa.size,), v) for k, v in dynamic_values().items()}
     batch["kappa"], batch["beta"] = jnp.asarray(kappa.ravel(), jnp.float32), jnp.asarray(beta.ravel(), jnp.float32)
     start = time.perf_counter()
@@ -87,7 +89,8 @@ def child_sweep(n_points: int, n_b: int) -> dict:
         out = jax.block_until_ready(compiled(batch))
         times.append(time.perf_counter() - start)
     run_s = min(times)
-    return {"points": int(kappa.size), "n_b": n_b, "device": jax.devices()[0].device_kind, "compile_s": compile_s,
+    return {"points": int(kappa.size), "n_b": n_b, "statistics": statistics,
+            "device": jax.devices()[0].device_kind, "compile_s": compile_s,
             "run_s": run_s, "points_per_s": kappa.size / run_s,
             "iterations": [int(out["iterations"].min()), int(out["iterations"].max())]}
 
@@ -109,18 +112,20 @@ def part_sweep(no_cpu: bool) -> None:
     print(f"\n== 2. Bianchi sweep: {SWEEP_POINTS} DE points (κ × β), n_b = {SWEEP_N_B}, one jit(vmap) ==", flush=True)
     me = str(Path(__file__).resolve())
     sides = [("GPU", SWEEP_POINTS, None)] + ([] if no_cpu else [("CPU", SWEEP_CPU_POINTS, "cpu")])
-    rates = {}
-    for label, n, platform in sides:
-        out = run([sys.executable, me, "--child-sweep", str(n), str(SWEEP_N_B)], 600, platform, capture=True)
-        if out:
-            row = json.loads(out.strip().splitlines()[-1])
-            rates[label] = row["points_per_s"]
-            print(f"  {label} ({row['device']}, {row['points']} points): compile {row['compile_s']:.1f} s, "
-                  f"run {row['run_s']:.2f} s, {row['points_per_s']:,.1f} points/s, "
-                  f"iterations {row['iterations'][0]}-{row['iterations'][1]}", flush=True)
-    if len(rates) == 2:
-        print(f"  GPU / CPU points per second: {rates['GPU'] / rates['CPU']:.1f}x "
-              f"(CPU: {os.cpu_count()} cores of this machine)", flush=True)
+    for statistics in ("simulated", "exact"):  # the simulation of the first GPU figures, and the default
+        rates = {}
+        for label, n, platform in sides:
+            out = run([sys.executable, me, "--child-sweep", str(n), str(SWEEP_N_B), statistics], 600, platform,
+                      capture=True)
+            if out:
+                row = json.loads(out.strip().splitlines()[-1])
+                rates[label] = row["points_per_s"]
+                print(f"  {label} ({row['device']}, {row['points']} points, statistics {statistics}): compile "
+                      f"{row['compile_s']:.1f} s, run {row['run_s']:.2f} s, {row['points_per_s']:,.1f} points/s, "
+                      f"iterations {row['iterations'][0]}-{row['iterations'][1]}", flush=True)
+        if len(rates) == 2:
+            print(f"  GPU / CPU points per second ({statistics}): {rates['GPU'] / rates['CPU']:.1f}x "
+                  f"(CPU: {os.cpu_count()} cores of this machine)", flush=True)
 
 
 def part_arellano() -> None:
@@ -140,10 +145,11 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=["bianchi", "sweep", "arellano", "train"])
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU baselines")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the GPU (found from its name)")
-    parser.add_argument("--child-sweep", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-sweep", nargs=3, help=argparse.SUPPRESS)  # points, n_b, statistics
     args = parser.parse_args()
     if args.child_sweep:
-        print(json.dumps(child_sweep(*args.child_sweep)))
+        n_points, n_b, statistics = args.child_sweep
+        print(json.dumps(child_sweep(int(n_points), int(n_b), statistics)))
         return
     kind = gpu_kind()
     if kind is None:
