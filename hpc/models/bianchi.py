@@ -597,9 +597,9 @@ def cell_intervals(conditions):
 
 
 def half_cell_images(policy, econ: Economy):
-    """Where the halves of each source cell go: [(index, weight)] of b'(b_i, s) and of the ends of
-    the cell's halves, b'(b_i - step/2, s) and b'(b_i + step/2, s), with each half's share of the
-    mass, all (n_b, S), both policies interpolated at those points.
+    """Where the halves of each source cell go, beyond b'(b_i, s) itself: [(index, weight, the
+    half's share of the mass)] of the far ends of the cell's halves, b'(b_i - step/2, s) and
+    b'(b_i + step/2, s), all (n_b, S), both policies interpolated at those points.
 
     The mass of (b_i, s) is read as spread evenly over its cell [b_i - step/2, b_i + step/2] (half
     a cell at the grid's ends), each half's image as covered evenly (b' is linear there, up to the
@@ -617,22 +617,22 @@ def half_cell_images(policy, econ: Economy):
     left = jnp.broadcast_to(jnp.where(rows == 0, 0.0, jnp.where(rows == n_b - 1, 1.0, 0.5)).astype(unc.dtype),
                             unc.shape)
     grid = (econ.b[0], econ.b[-1], n_b)
-    return (uniform_grid_weights(jnp.maximum(unc, bind), *grid),
-            [(*uniform_grid_weights(at_half(1), *grid), left), (*uniform_grid_weights(at_half(-1), *grid), 1 - left)])
+    return [(*uniform_grid_weights(at_half(1), *grid), left), (*uniform_grid_weights(at_half(-1), *grid), 1 - left)]
 
 
-def segment_shares(events, images):
+def segment_shares(events, centre, ends):
     """The share of the mass of each atom (b'(b_i, s), s') that lands where each event holds.
 
     ``events``: the events' conditions at the grid points, (E, K, n_b, S') (``cell_intervals``);
-    ``images`` from ``half_cell_images``. Where a half's image is a point (b' flat in b, as where
+    ``centre``: (index, weight) of the atoms b'(b_i, s) on the grid, (n_b, S); ``ends`` from
+    ``half_cell_images``. Where a half's image is a point (b' flat in b, as where
     the planner keeps b' at the edge of the binding region) the event is read at that point.
     Returns (E, n_b, S, S') shares in [0, 1].
 
     One target state s' at a time (``lax.map``): the (n_b, S) images are made once and read by
     every step, where a program over (n_b, S, S') at once had XLA redo them for each s'.
     """
-    (index, weight), ends = images
+    index, weight = centre
 
     def target(conditions):  # the events' conditions for one s', (E, K, n_b) -> shares (E, n_b, S)
         before, lo, hi = cell_intervals(conditions)
@@ -718,14 +718,14 @@ def distribution_statistics(pi, policy, reference, econ: Economy, p: BianchiPara
     floor = econ.b[0] + 1e-6 * (econ.b[-1] - econ.b[0])
 
     # each atom's share of mass where an event holds, its source's cell spread over its image
-    images = half_cell_images(policy, econ)
+    ends = half_cell_images(policy, econ)
     unc_grid, bind_grid = policy
     binding = bind_grid - unc_grid
 
     events = [[binding, bind_grid - b - (ref_mean + ref_sd)], [binding, binding]]
     if reference is not None:  # the DE's own volatility is the reference's: the same event as a crisis
         events.append([binding, bind_grid - b - (ca_mean + ca_sd)])
-    event_mass = mass * segment_shares(jnp.stack([jnp.stack(e) for e in events]), images)
+    event_mass = mass * segment_shares(jnp.stack([jnp.stack(e) for e in events]), (index, weight[..., 0]), ends)
 
     # the crisis atoms' mass and its moments, moved to the grid points of their state s' by the
     # lottery on their b: each grid point then stands for the atoms sent to it

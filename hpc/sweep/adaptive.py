@@ -379,7 +379,8 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
         body = {"round": r, "first": first, "n": n, "shards": plan.n_shards, "loss_before": told["loss"],
                 "failed": int(np.asarray(sub["failed"][...]).sum()),
                 "non_finite": int((~np.asarray(sub["finite"][...])).sum()),
-                "execution": round_execution(spec, plan, plan_file), "merged": now_iso()}
+                "execution": round_execution(spec, plan, plan_file, dask_summary_path(spec.name, r, root)),
+                "merged": now_iso()}
         _record(spec.name, root, round=body)
     drop_round_outputs(spec, round_store, root)
     write_atomic(out, json.dumps(body, indent=1))
@@ -387,10 +388,11 @@ def merge_round(spec, plan_file: str | Path, out: str | Path, root: Path | None 
     return body
 
 
-def round_execution(spec, plan, plan_file: str | Path) -> dict:
+def round_execution(spec, plan, plan_file: str | Path, summary: Path) -> dict:
     """How round r's points ran, for its record (``execution``), from the spec and what the round
     wrote: its shards' markers (the Slurm jobs, hosts and dask workers that ran its chunks) and,
-    with ``backend: dask``, its run-dask job's summary (the cluster it started).
+    with ``backend: dask``, its run-dask job's ``summary`` (``dask_summary_path``: the cluster it
+    started).
 
     ``backend`` is ``jax`` (shard jobs: ``slurm`` true when they ran as Slurm jobs) or ``dask``
     (``cluster`` slurm or local, None where the summary did not say and the spec has ``auto``;
@@ -405,7 +407,6 @@ def round_execution(spec, plan, plan_file: str | Path) -> dict:
     record: dict[str, Any] = {"backend": spec.backend, "jobs": jobs, "hosts": hosts}
     if spec.backend != "dask":
         return {**record, "slurm": bool(jobs), "processes": sum(int(m.get("processes") or 0) for m in markers)}
-    summary = Path(plan_file).parent / "dask.json"  # dask_summary_path: what run-dask printed
     cluster = json.loads(summary.read_text()).get("cluster") if summary.exists() else None
     if cluster is None and spec.dask.get("cluster") in ("slurm", "local"):
         cluster = spec.dask["cluster"]
