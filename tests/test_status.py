@@ -268,6 +268,7 @@ def test_sacct_output_is_parsed(monkeypatch):
     assert requeued["comment"] == "rule_run_shard_wildcards_0000" and requeued["workdir"] == wd
     assert requeued["slurm_log"] == f"{wd}/.snakemake/slurm_logs/rule_run_shard/0000/28.log"
     assert requeued["reason"] == "BeginTime" and requeued["start"] == local("2026-12-01T10:21:48")
+    assert cancelled["reason"] is None and failed["reason"] is None  # sacct's "None": Slurm names no reason
     assert (cancelled["comment"], cancelled["nodes"], cancelled["start"]) == ("rule_run_shard_wildcards_0001", "", None)
     assert status.normal_state(cancelled["state"]) == "CANCELLED" and cancelled["signal"] == 15
     assert (failed["exit_code"], failed["signal"], failed["slurm_log"]) == (3, 0, "/tmp/z/out-30.txt")

@@ -107,6 +107,14 @@ def normal_state(state: str | None) -> str:
     return words[0].rstrip("+") if words else ""
 
 
+def reason(text: str | None) -> str | None:
+    """Why Slurm keeps a job waiting (``BeginTime``, ``Resources``, ``JobHeldUser``); None where it
+    names none: Slurm writes ``None`` for a running job, and for a pending one that its scheduler
+    has not looked at yet (slurmdbd's copy of a pending job's reason may stay so a while)."""
+    text = (text or "").strip()
+    return None if text in ("", "None", "(null)", "N/A") else text
+
+
 def parse_exit(text: str | None) -> tuple[int | None, int | None]:
     """sacct's ExitCode ``3:0`` as (exit code, signal); (None, None) for anything else."""
     m = re.fullmatch(r"(\d+):(\d+)", (text or "").strip())
@@ -193,7 +201,7 @@ def records_from_rows(rows: list[dict]) -> dict[str, dict]:
             "req_mem_mb": _round(parse_memory_mb(row.get("ReqMem"), bare_unit="M", cpus=cpus, nodes=nodes or 1)),
             # for counting attempts, and for jobs_since
             "_name": row.get("JobName"), "_workdir": row.get("WorkDir"), "_comment": comment_of(row),
-            "_job_id": row["JobID"], "_state_text": row.get("State", ""), "_reason": row.get("Reason"),
+            "_job_id": row["JobID"], "_state_text": row.get("State", ""), "_reason": reason(row.get("Reason")),
             "_submit_line": row.get("SubmitLine") or "", "_restarts": runs[raw] - 1,
         }
     return out

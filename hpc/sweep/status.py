@@ -174,6 +174,7 @@ def squeue_jobs(runner=subprocess.run) -> list[dict] | None:
         for key in ("comment", "nodes", "workdir"):
             job[key] = _null(job[key])
         job["restarts"] = int(job["restarts"]) if job["restarts"].isdigit() else 0
+        job["reason"] = accounting.reason(job["reason"])
         job["log_pattern"] = _null(job.pop("slurm_log")) or None
         array_job, spec = job.pop("array_job"), job.pop("array_spec")
         job["array_job_id"] = array_job if spec not in ("", "N/A") and array_job.isdigit() else None
@@ -501,7 +502,7 @@ def format_status(status: dict, bar: bool = False) -> str:
             why = job or record.get("failure") or ""
             lines.append(f"{head} FAILED ({why + '; ' if why else ''}{_logs_text(record)})")
         elif record["state"] == "pending" and job:
-            reason = record.get("reason") if record.get("reason") not in (None, "", "None") else None
+            reason = record.get("reason")
             lines.append(f"{head} pending ({job}{f'; reason: {reason}' if reason else ''})")
     if status.get("stopped"):
         lines.append("the sweep has stopped: failed shards and nothing running or queued; fix and rerun the workflow")

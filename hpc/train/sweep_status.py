@@ -147,11 +147,10 @@ def _job_record(jobs: list[dict]) -> dict:
     """What status shows of a point's latest job (the keys of hpc.sweep.status's shard records)."""
     latest = jobs[-1]
     run = [j for j in jobs if j.get("job_name") == latest.get("job_name")]  # this workflow run's: its attempts
-    reason = latest.get("reason")
     return {"job_id": latest["job_id"], "slurm_state": grid.normal_state(latest["state"]),
             "slurm_state_text": latest["state"], "nodes": latest.get("nodes") or "",
             "exit_code": latest.get("exit_code"), "signal": latest.get("signal"), "attempts": len(run),
-            "restarts": latest.get("restarts") or 0, "reason": None if reason in (None, "", "None") else reason,
+            "restarts": latest.get("restarts") or 0, "reason": latest.get("reason"),
             "slurm_log": latest.get("slurm_log"), "jobs": [j["job_id"] for j in jobs]}
 
 

@@ -29,7 +29,7 @@ def record_sweep(workdir, seeds=(0, 1, 2)):
     return root, spec, sweep
 
 
-def job(point, state, job_id, workdir, *, spec=None, nodes="", reason="None", submit=None, run=RUN,
+def job(point, state, job_id, workdir, *, spec=None, nodes="", reason=None, submit=None, run=RUN,
         exit_code=None, signal=None, comment=True):
     """A job as hpc.sweep.status.slurm_jobs gives it, submitted like the Slurm plugin does."""
     log = f"{workdir}/.snakemake/slurm_logs/rule_train/{point}/{job_id}.log"
