@@ -173,7 +173,20 @@ def _cmd_status(args) -> int:
 
     jobs = args.slurm != "none"
     sources = ("sacct", "squeue") if args.slurm == "auto" else (args.slurm,)
-    kind = _results_kind(args.name, Path(args.results))
+    status = None
+    try:
+        kind = _results_kind(args.name, Path(args.results))
+    except SpecError:
+        # Nothing on disk yet (a training run whose job is still queued, or died before writing
+        # anything): a training run all the same where Slurm has its job.
+        from hpc.train import sweep_status
+
+        if not jobs:
+            raise
+        status = sweep_status.train_run_status(args.name, Path(args.results), jobs=True, sources=sources)
+        if not status["slurm_jobs"]:
+            raise
+        kind = "train"
     if kind in ("train_sweep", "train"):  # from the points' files and Slurm (hpc.train.sweep_status)
         from hpc.train import sweep_status
 
@@ -183,8 +196,9 @@ def _cmd_status(args) -> int:
                                                 jobs=jobs, sources=sources)
             except KeyboardInterrupt:
                 return 130
-        status = (sweep_status.train_sweep_status(args.name, Path(args.results), jobs=jobs, sources=sources)
-                  if kind == "train_sweep" else sweep_status.train_run_status(args.name, Path(args.results)))
+        if status is None:
+            status = (sweep_status.train_sweep_status if kind == "train_sweep" else sweep_status.train_run_status)(
+                args.name, Path(args.results), jobs=jobs, sources=sources)
         print(sweep_status.format_train_status(status))
         return 0
     if zarrio.read_attrs(paths.store_path(args.name, Path(args.results))).get("kind") == "adaptive":
@@ -303,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("status", help="shards done/running/pending/failed, points done, throughput and time left; "
-                                      "of a sweep of training runs: each point's state, step and held-out RMSE")
+                                      "of a training run (or a sweep of them: each point's): its state, step and held-out RMSE")
     p.add_argument("name")
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--watch", action="store_true",
@@ -311,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the same latest job, on two refreshes in a row (exit 1)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes with --watch (default 10)")
     p.add_argument("--slurm", choices=["auto", "sacct", "squeue", "none"], default="auto",
-                   help="where to read the shards' (a training sweep's points') Slurm jobs: auto (sacct's accounting and squeue's queue, "
+                   help="where to read the shards' (a training run's or its sweep's points') Slurm jobs: auto (sacct's accounting and squeue's queue, "
                         "whichever answers), only one of them, or none (markers, store and logs only)")
     p.set_defaults(func=_cmd_status)
 

@@ -25,6 +25,19 @@ submitted after the points were recorded (train-sweep.json's time, less a minute
 submit line names it (``--config train=SPEC``), its spec is this sweep's. Without Slurm (a local
 run), or where Slurm knows no job of the sweep, the states are the files' alone, as above.
 
+One training run (a spec without ``sweep:``; results/NAME/train.zarr, rule ``train`` without
+wildcards) is shown as a sweep of one point, ``-``, read the same way: from its files, and from
+its Slurm jobs, those whose comment is the plugin's ``rule_train`` (or, where that was not kept,
+whose log is ``slurm_logs/rule_train/JOBID.log``), whose working directory holds the results root
+and, where the submit line names the spec, whose spec's ``name`` is NAME (a folder may run several
+training runs one after the other; a job whose spec can no longer be read is not taken). Such a
+run is shown while its job waits in the queue, before any of its files exists, and a job cancelled,
+timed out or killed before the run wrote anything shows it failed.
+
+A job that only Slurm's queue knows (the accounting lags a few seconds behind a submission, or the
+site keeps none) has no submit line: its batch script, which holds the workflow's command
+(``scontrol write batch_script``), is read instead while Slurm keeps the job.
+
 The step is the last one train.zarr holds a loss for (a resumed run rewrites the steps after its
 checkpoint, so it may go back a little after a preemption).
 """
@@ -35,13 +48,15 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from hpc.core import paths, zarrio
+from hpc.core import paths, specfile, zarrio
 from hpc.core.errors import SpecError
 from hpc.sweep import status as grid
 from hpc.sweep.status import log_failure
@@ -50,6 +65,9 @@ from hpc.train.sweep import read_points
 STATES = ("done", "running", "queued", "failed", "not started")
 TRAIN_COMMENT = re.compile(r"^rule_train_wildcards_(p\d+)$")  # the Slurm plugin's --comment of a point's job
 TRAIN_SLURM_LOG = re.compile(r"/rule_train/(p\d+)/[^/]*$")  # the plugin's --output for it
+RUN = "-"  # the one point of a training run that is not a sweep's
+RUN_COMMENT = "rule_train"  # the plugin's --comment of its job (rule train, no wildcards)
+RUN_SLURM_LOG = re.compile(r"/rule_train/\d+\.log$")  # the plugin's --output for it (%j.log; never an array task)
 
 
 def _tail(path: Path, size: int = 4000) -> str:
@@ -75,17 +93,26 @@ def _last_step(loss) -> int:
 
 
 def _point_of(job: dict) -> str | None:
-    match = TRAIN_COMMENT.match(job.get("comment") or "")
-    if match is None and not job.get("comment"):  # a comment that sacct did not keep: the plugin's log path
-        match = TRAIN_SLURM_LOG.search(job.get("slurm_log") or "")
-    return match.group(1) if match else None
+    """The point whose job ``job`` is (``RUN``: a training run's that is not a sweep's), or None."""
+    comment = job.get("comment") or ""
+    if comment:
+        match = TRAIN_COMMENT.match(comment)
+        return RUN if comment == RUN_COMMENT else match.group(1) if match else None
+    log = job.get("slurm_log") or ""  # a comment that sacct did not keep: the plugin's log path
+    match = TRAIN_SLURM_LOG.search(log)
+    return RUN if RUN_SLURM_LOG.search(log) else match.group(1) if match else None
 
 
 def _spec_of(job: dict) -> Path | None:
     """The training spec a job's workflow was given (``--config train=SPEC`` in the command that
     its submit line wraps), relative paths taken from the job's working directory; None where the
-    submit line is not known (squeue alone) or names none."""
+    submit line is not known or names none. A job that only the queue knows (the accounting lags
+    by a few seconds, or the site has none) has its batch script read instead (sbatch --wrap's
+    command: ``scontrol write batch_script``) while Slurm keeps it."""
     line = job.get("submit_line") or ""
+    if not line and job.get("source") == "squeue" and grid.normal_state(job.get("state") or "") in \
+            grid.PENDING_STATES | grid.RUNNING_STATES:
+        line = _batch_script(job["job_id"])
     if "--config" not in line:
         return None
     try:
@@ -104,6 +131,18 @@ def _spec_of(job: dict) -> Path | None:
     return None
 
 
+def _batch_script(job_id: str) -> str:
+    """The batch script of a job Slurm still holds, or "" where it cannot be read."""
+    if not shutil.which("scontrol"):
+        return ""
+    try:
+        result = subprocess.run(["scontrol", "write", "batch_script", job_id, "-"], capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout if result.returncode == 0 else ""
+
+
 def _same_file(a: Path, b: str) -> bool:
     try:
         return a.resolve() == Path(b).resolve()
@@ -111,11 +150,27 @@ def _same_file(a: Path, b: str) -> bool:
         return str(a) == b
 
 
+def _spec_name(spec: Path, names: dict) -> str | None:
+    """The ``name`` in the YAML of the spec file ``spec`` (read once per status: ``names``), or None
+    where it cannot be read."""
+    if spec not in names:
+        try:
+            data = specfile.read_spec_file(spec)[1]
+        except (SpecError, OSError, UnicodeDecodeError):
+            data = None
+        names[spec] = str(data["name"]) if isinstance(data, dict) and "name" in data else None
+    return names[spec]
+
+
 def point_jobs(jobs: list[dict], record: dict, root: Path, since: float | None) -> dict[str, list[dict]]:
     """The Slurm jobs of each point of the sweep ``record`` (read_points), oldest first: see the
-    module docstring for the match. ``since``: when the points were recorded (epoch seconds)."""
+    module docstring for the match. ``since``: when the points were recorded (epoch seconds; None:
+    any time). A record of kind ``train`` (``{"kind": "train", "name": NAME, "points": [{"point":
+    RUN}]}``) is one training run's: its jobs are rule train's without wildcards whose spec names NAME."""
     points = {p["point"] for p in record["points"]}
     spec_file = record.get("spec_file") or ""
+    one_run = record.get("kind") == "train"
+    names: dict = {}
     found: dict[str, list[dict]] = {}
     for job in jobs:
         point = _point_of(job)
@@ -124,6 +179,8 @@ def point_jobs(jobs: list[dict], record: dict, root: Path, since: float | None) 
         if since is not None and job.get("submit") is not None and job["submit"] < since - 60:
             continue  # a job of an earlier sweep under this name
         spec = _spec_of(job)
+        if spec is not None and one_run and _spec_name(spec, names) != record["name"]:
+            continue  # another training run's, run from the same folder (or a spec that is gone)
         if spec is not None and spec_file and not _same_file(spec, spec_file):
             continue  # another sweep's point of the same name, run from the same folder
         found.setdefault(point, []).append(job)
@@ -218,6 +275,20 @@ def _from_slurm(record: dict, job: dict, root: Path | None) -> None:
         record.update(note=f"{record['note']}; {note}" if record["note"] else note, failure=None)
 
 
+def _slurm_point_jobs(jobs: list[dict] | None | bool, record: dict, root: Path, since: float | None,
+                      sources) -> tuple[dict[str, list[dict]], list[str]]:
+    """point_jobs of Slurm's answer (``jobs``: True asks it, False does not, a list is its answer),
+    and which sources answered."""
+    answered: list[str] = []
+    if jobs is True:
+        jobs, answered = grid.slurm_jobs(since, sources)
+    elif jobs is False:
+        jobs = None
+    else:
+        answered = ["given"]
+    return (point_jobs(jobs, record, root, since) if jobs is not None else {}), answered
+
+
 def train_sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] | None | bool = True,
                        sources=("sacct", "squeue")) -> dict:
     """Every point of the sweep of training runs ``name``: its settings and point_status.
@@ -233,14 +304,7 @@ def train_sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] 
         since = paths.train_sweep_path(name, root).stat().st_mtime
     except OSError:
         since = None
-    answered: list[str] = []
-    if jobs is True:
-        jobs, answered = grid.slurm_jobs(since, sources)
-    elif jobs is False:
-        jobs = None
-    else:
-        answered = ["given"]
-    by_point = point_jobs(jobs, record, root, since) if jobs is not None else {}
+    by_point, answered = _slurm_point_jobs(jobs, record, root, since, sources)
     points = [{"point": p["point"], "settings": p["settings"],
                **point_status(p["name"], p["digest"], p["steps"], root, by_point.get(p["point"]))}
               for p in record["points"]]
@@ -253,14 +317,20 @@ def train_sweep_status(name: str, root: Path | None = None, *, jobs: list[dict] 
             "slurm_sources": answered, "slurm_jobs": sum(len(js) for js in by_point.values())}
 
 
-def train_run_status(name: str, root: Path | None = None) -> dict:
-    """One training run (results/NAME/train.zarr), as a sweep of one point."""
+def train_run_status(name: str, root: Path | None = None, *, jobs: list[dict] | None | bool = True,
+                     sources=("sacct", "squeue")) -> dict:
+    """One training run (results/NAME/train.zarr), as a sweep of one point (``RUN``), from its files
+    and its Slurm jobs (``jobs``, ``sources``: as for train_sweep_status). Its ``slurm_jobs`` counts
+    them: a run that nothing is on disk of yet is known to Slurm alone where that is not 0."""
     root = Path(root) if root is not None else paths.RESULTS_ROOT
-    point = {"point": "-", "settings": {}, **point_status(name, None, None, root)}
+    by_point, answered = _slurm_point_jobs(jobs, {"kind": "train", "name": name, "points": [{"point": RUN}]},
+                                           root, None, sources)
+    point = {"point": RUN, "settings": {}, **point_status(name, None, None, root, by_point.get(RUN))}
     report = paths.report_path(name, root)
     return {"kind": "train", "name": name, "spec_file": "", "points": [point],
             "counts": {s: int(point["state"] == s) for s in STATES}, "best": None,
-            "report": str(report) if report.exists() else None}
+            "report": str(report) if report.exists() else None,
+            "slurm_sources": answered, "slurm_jobs": len(by_point.get(RUN, []))}
 
 
 def _number(value) -> str:
@@ -307,7 +377,9 @@ def format_train_status(status: dict) -> str:
     if status.get("slurm_jobs"):
         asked = {"sacct": "Slurm's accounting (sacct)", "squeue": "Slurm's queue (squeue)", "given": "Slurm's jobs"}
         slurm = " and ".join(asked[s] for s in status.get("slurm_sources", []) if s in asked)
-        lines.append(f"from the points' files and {slurm}: {status['slurm_jobs']} jobs of this sweep")
+        lines.append(f"from the points' files and {slurm}: {status['slurm_jobs']} jobs of this sweep"
+                     if status["kind"] == "train_sweep" else
+                     f"from the run's files and {slurm}: {status['slurm_jobs']} jobs of this run")
     return "\n".join(lines)
 
 
@@ -319,7 +391,7 @@ def watch_train(name: str, root: Path | None, interval: float, stream: TextIO, k
     stuck = 0
     while True:
         status = (train_sweep_status(name, root, jobs=jobs, sources=sources) if kind == "train_sweep"
-                  else train_run_status(name, root))
+                  else train_run_status(name, root, jobs=jobs, sources=sources))
         print(format_train_status(status), file=stream, flush=True)
         counts = status["counts"]
         if counts["done"] == len(status["points"]):

@@ -127,3 +127,118 @@ def test_watch_gives_up_once_slurm_says_every_point_not_done_failed(tmp_path):
     out = io.StringIO()
     assert watch_train("tsw", root, 0.0, out, jobs=cancelled) == 1
     assert out.getvalue().count(": 2 points: 2 failed\n") == 2
+
+
+# --------------------------------------------------------------------------------------------
+# One training run (no sweep: block): rule train without wildcards, the plugin's comment
+# ``rule_train`` and log slurm_logs/rule_train/JOBID.log; its spec's name tells it from another
+# run's submitted from the same folder.
+
+
+def run_job(state, job_id, workdir, *, spec=None, comment=True, **fields):
+    """A single training run's job as slurm_jobs gives it, submitted like the Slurm plugin does."""
+    line = (f"sbatch --parsable --job-name {RUN} --output {workdir}/.snakemake/slurm_logs/rule_train/%j.log "
+            f"--export=ALL --comment rule_train -p debug -D {workdir} --wrap={PYTHON} -m snakemake "
+            f"--target-jobs 'train:' --config 'train={spec}' --jobs 1" if spec else "")
+    return dict(job("-", state, job_id, workdir, **fields), comment="rule_train" if comment else "",
+                submit_line=line, slurm_log=f"{workdir}/.snakemake/slurm_logs/rule_train/{job_id}.log")
+
+
+def one_run(workdir, name="surr"):
+    """A training spec without a sweep: block, nothing of its run on disk; the results root and the spec."""
+    return workdir / "results", write_spec(workdir, spec_with(name=name), f"{name}.yaml")
+
+
+def test_a_single_run_queued_before_any_file_exists_shows_slurms_reason(tmp_path):
+    from hpc.train.sweep_status import train_run_status
+
+    root, spec = one_run(tmp_path)
+    assert not root.exists()
+    status = train_run_status("surr", root, jobs=[run_job("PENDING", 41, tmp_path, spec=spec, reason="Resources")])
+    assert status["points"][0]["state"] == "queued" and status["slurm_jobs"] == 1
+    lines = format_train_status(status).splitlines()
+    assert lines[0] == "training run surr: 1 queued"
+    assert re.fullmatch(r"queued\s+0", lines[2]), lines
+    assert "surr: queued: job 41 PENDING, attempt 1; reason: Resources" in lines
+    assert lines[-1] == "from the run's files and Slurm's jobs: 1 jobs of this run"
+    # without Slurm's word (--slurm none): the files alone, as before
+    assert format_train_status(train_run_status("surr", root, jobs=False)).splitlines()[0] == \
+        "training run surr: 1 not started"
+
+
+def test_a_single_run_cancelled_or_timed_out_before_its_first_checkpoint_has_failed(tmp_path):
+    import io
+
+    from hpc.train.sweep_status import train_run_status, watch_train
+
+    root, spec = one_run(tmp_path)
+    timeout = run_job("TIMEOUT", 51, tmp_path, spec=spec, nodes="n1", exit_code=0, signal=15)
+    status = train_run_status("surr", root, jobs=[timeout])
+    slurm_log = tmp_path / ".snakemake" / "slurm_logs" / "rule_train" / "51.log"
+    assert status["points"][0]["state"] == "failed"
+    assert (f"surr: failed: job 51 TIMEOUT on n1, exit 0 signal 15, attempt 1, before the first checkpoint "
+            f"(log: {root / 'surr' / 'logs' / 'train.log'}, Slurm's log: {slurm_log})") in \
+        format_train_status(status).splitlines()
+    # started (its log), then cancelled after a checkpoint: the files said running, Slurm says failed
+    (root / "surr" / "logs").mkdir(parents=True)
+    (root / "surr" / "logs" / "train.log").write_text("train surr: step 15\n")
+    (root / "surr" / "checkpoints" / "15").mkdir(parents=True)
+    assert train_run_status("surr", root, jobs=False)["points"][0]["state"] == "running"
+    cancelled = run_job("CANCELLED by 0", 52, tmp_path, spec=spec, nodes="n2", exit_code=0, signal=15)
+    failed = train_run_status("surr", root, jobs=[timeout, cancelled])["points"][0]
+    assert (failed["state"], failed["failure"]) == \
+        ("failed", "job 52 CANCELLED on n2, exit 0 signal 15, attempt 2, last checkpoint at step 15")
+
+    class Refreshes(io.StringIO):  # --watch of a run that never ends would loop: stop it after a few
+        def write(self, text):
+            if self.getvalue().count("training run surr:") > 3:
+                raise AssertionError("watch did not stop on a failed run")
+            return super().write(text)
+
+    out = Refreshes()
+    assert watch_train("surr", root, 0.0, out, kind="train", jobs=[cancelled]) == 1
+    assert out.getvalue().count("training run surr: 1 failed\n") == 2
+
+
+def test_another_runs_jobs_in_the_same_folder_are_not_this_runs(tmp_path):
+    from hpc.train.sweep_status import train_run_status
+
+    root, spec = one_run(tmp_path)
+    _, other = one_run(tmp_path, "other")
+    gone = tmp_path / "gone.yaml"  # a spec that is no longer there: whose run it was cannot be told
+    others = [run_job("PENDING", 70, tmp_path, spec=other),  # another training run, from the same folder
+              run_job("PENDING", 71, tmp_path / "elsewhere", spec=spec),  # another working directory
+              run_job("FAILED", 72, tmp_path, spec=gone),
+              job("p000", "RUNNING", 73, tmp_path, spec=spec),  # a sweep's point
+              dict(run_job("RUNNING", 74, tmp_path, spec=spec), comment="rule_run_shard_wildcards_0000")]
+    files_only = format_train_status(train_run_status("surr", root, jobs=False))
+    assert format_train_status(train_run_status("surr", root, jobs=others)) == files_only
+    # Its spec named relative to the job's folder; a job without a submit line (squeue alone) or
+    # without the comment (sacct without job_comment: its log path tells) counts.
+    for mine in (run_job("PENDING", 80, tmp_path, spec="surr.yaml"), run_job("PENDING", 81, tmp_path),
+                 run_job("PENDING", 82, tmp_path, spec=spec, comment=False)):
+        assert train_run_status("surr", root, jobs=[*others, mine])["points"][0]["job"]["job_id"] == mine["job_id"]
+    # and a single run's jobs are no sweep point's
+    (tmp_path / "sw").mkdir()
+    sweep_root, sweep_spec, _ = record_sweep(tmp_path / "sw")
+    assert train_sweep_status("tsw", sweep_root, jobs=[run_job("PENDING", 90, tmp_path / "sw", spec=sweep_spec),
+                                                        run_job("PENDING", 91, tmp_path / "sw", comment=False)]
+                              )["counts"]["not started"] == 3
+
+
+def test_a_done_single_run_stays_done_beside_an_old_failed_job(tmp_path):
+    from hpc.train import metrics
+    from hpc.train.spec import load_train_spec
+    from hpc.train.sweep_status import train_run_status
+
+    root, spec_file = one_run(tmp_path)
+    spec = load_train_spec(spec_file)
+    store = metrics.open_or_create(paths.train_store_path("surr", root), spec, "", {})
+    store["loss"][:] = 1.0 / (1.0 + spec.steps - __import__("numpy").arange(spec.steps))
+    (root / "surr" / "train.json").write_text(json.dumps({"digest": spec.digest(), "steps": spec.steps,
+                                                          "heldout_rmse": 0.25}))
+    old = run_job("OUT_OF_MEMORY", 60, tmp_path, spec=spec_file, nodes="n1", submit=time.time() - 3600)
+    status = train_run_status("surr", root, jobs=[old])
+    assert status["points"][0]["state"] == "done" and status["points"][0]["job"] is None
+    assert format_train_status(status).splitlines()[:3] == ["training run surr: 1 done", "state  step   held-out RMSE",
+                                                            "done   30/30  0.25"]
