@@ -72,8 +72,14 @@ def _order_key(values: jax.Array) -> jax.Array:
     return jnp.where(bits >= 0, bits, bits ^ jnp.iinfo(int_type).max)
 
 
-def _kth_smallest(values: jax.Array, keys: jax.Array, mask: jax.Array, k: jax.Array) -> jax.Array:
-    """The k-th smallest (0-based) of ``values`` where ``mask``, by bisection on the order keys.
+def _from_order_key(keys: jax.Array, dtype) -> jax.Array:
+    """The floats whose ``_order_key`` is ``keys``."""
+    flip = keys ^ jnp.iinfo(keys.dtype).max
+    return jax.lax.bitcast_convert_type(jnp.where(keys >= 0, keys, flip), dtype)
+
+
+def _kth_smallest_key(keys: jax.Array, mask: jax.Array, k: jax.Array) -> jax.Array:
+    """The order key of the k-th smallest (0-based) of the values where ``mask``, by bisection.
 
     One pass per bit of the float type: elementwise compares and a sum each, so it batches under
     vmap at the cost of the data (a sort, as in jnp.median, costs far more on CPU).
@@ -88,16 +94,22 @@ def _kth_smallest(values: jax.Array, keys: jax.Array, mask: jax.Array, k: jax.Ar
         enough = jnp.sum(mask & (keys <= mid)) > k
         return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
-    _, hi = jax.lax.fori_loop(0, 8 * values.dtype.itemsize, halve, (lo, hi))
-    return jnp.max(jnp.where(mask & (keys <= hi), values, -jnp.inf))
+    _, hi = jax.lax.fori_loop(0, 8 * keys.dtype.itemsize, halve, (lo, hi))
+    return hi
 
 
 def masked_median(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """Median of ``values`` where ``mask`` (mean of the two middle ones for an even count); NaN if none."""
+    """Median of ``values`` where ``mask`` (mean of the two middle ones for an even count); NaN if none.
+
+    The lower middle one by bisection (``_kth_smallest_key``); the upper one is the same value
+    where it is tied with it, else the next larger one: one more pass, not another bisection.
+    """
     keys = _order_key(values)
     n = jnp.sum(mask)
-    lower = _kth_smallest(values, keys, mask, jnp.maximum((n - 1) // 2, 0))
-    upper = _kth_smallest(values, keys, mask, n // 2)
+    lower = _kth_smallest_key(keys, mask, jnp.maximum((n - 1) // 2, 0))
+    tied = jnp.sum(mask & (keys <= lower)) > n // 2
+    upper = jnp.where(tied, lower, jnp.min(jnp.where(mask & (keys > lower), keys, jnp.iinfo(keys.dtype).max)))
+    lower, upper = _from_order_key(lower, values.dtype), _from_order_key(upper, values.dtype)
     return jnp.where(n > 0, 0.5 * (lower + upper), jnp.nan)
 
 
