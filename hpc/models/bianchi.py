@@ -827,6 +827,19 @@ def exact_long_run_statistics(policy, reference, econ: Economy, p: BianchiParams
     return distribution_statistics(pi, policy, ref, econ, p), err, tol
 
 
+def shock_path(static) -> jax.Array:
+    """The simulation's shock states s_0 .. s_{T-1}, T = sim_burn_in + sim_periods, from ``seed``.
+
+    They depend on static values alone (the shock process and the seed), so they are drawn once,
+    when a program is traced, and enter it as a constant: not an 80,000-step scan in every call.
+    The path is the one the same draws give inside a program (tests/models/test_bianchi.py).
+    """
+    with jax.ensure_compile_time_eval():
+        transition = jnp.asarray(shock_process(static["shocks"])[2], jnp.float32)  # the path reads it in float32
+        return markov_chain_path(transition, 0, static["sim_burn_in"] + static["sim_periods"],
+                                 jax.random.PRNGKey(static["seed"]))
+
+
 def solve(dynamic, static):
     """One parameter point: policy, value and the paper's statistics (see the module docstring).
 
@@ -854,8 +867,7 @@ def solve(dynamic, static):
         stats, dist_err, dist_tol = exact_long_run_statistics(policy, reference, econ, p, static)
         converged = converged & (dist_err <= dist_tol)
     if mode == "simulated" or static["planner"]:
-        states = markov_chain_path(econ.transition, 0, static["sim_burn_in"] + static["sim_periods"],
-                                   jax.random.PRNGKey(static["seed"]))
+        states = shock_path(static)
         simulated = long_run_statistics(policy, reference, econ, p, states, static)
         if mode == "simulated":
             stats = simulated

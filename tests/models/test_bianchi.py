@@ -574,3 +574,15 @@ def test_paper_table_shows_exact_and_simulated_side_by_side():
     table = bianchi.paper_table_section(one)
     assert len(table.columns) == 5 and "stationary distribution" in table.caption
     assert "one simulation" in bianchi.paper_table_section(one.assign_attrs(spec="{}")).caption
+
+
+def test_the_shock_path_drawn_at_trace_time_is_the_one_drawn_inside_the_program():
+    """shock_path draws the simulation's states once, when the program is traced; the same key's
+    draws inside a jitted program (how every point drew them before) give the same states."""
+    static = MODEL.static_defaults(jnp.float32, n_b=50, sim_periods=3000, sim_burn_in=100, seed=5)
+    econ = bianchi.make_economy(static, bianchi._params(MODEL.dynamic_defaults(jnp.float32), jnp.float32))
+    inside = jax.jit(lambda t: bianchi.markov_chain_path(t, 0, 3100, jax.random.PRNGKey(5)))(econ.transition)
+    traced = jax.jit(lambda: bianchi.shock_path(static))
+    assert "while" not in traced.lower().as_text()  # a constant in the program: no scan left
+    np.testing.assert_array_equal(np.asarray(traced()), np.asarray(inside))
+    assert len(np.unique(np.asarray(inside))) == 16
