@@ -832,9 +832,11 @@ def shock_path(static) -> jax.Array:
 
     They depend on static values alone (the shock process and the seed), so they are drawn once,
     when a program is traced, and enter it as a constant: not an 80,000-step scan in every call.
-    The path is the one the same draws give inside a program (tests/models/test_bianchi.py).
+    The path is the one the same draws give inside a program (tests/models/test_bianchi.py). It
+    is drawn on this process's CPU whatever the program runs on: a scan of one small step per
+    period is what a GPU does worst, and every platform then sees the same path.
     """
-    with jax.ensure_compile_time_eval():
+    with jax.ensure_compile_time_eval(), jax.default_device(jax.local_devices(backend="cpu")[0]):
         transition = jnp.asarray(shock_process(static["shocks"])[2], jnp.float32)  # the path reads it in float32
         return markov_chain_path(transition, 0, static["sim_burn_in"] + static["sim_periods"],
                                  jax.random.PRNGKey(static["seed"]))
